@@ -1,0 +1,81 @@
+"""Writes the tiny ONNX models the backend and scheduler tests load.
+
+Usage: make_test_models.py OUT_DIR
+
+  affine.onnx          x FP32 [N,4]  -> y = x * 2 + 1  FP32 [N,4]   (dynamic batch)
+  affine_fixed2.onnx   x FP32 [2,4]  -> y = x * 2 + 1  FP32 [2,4]   (fixed batch of 2)
+  affine_ragged.onnx   x FP32 [N,L]  -> y = x * 2 + 1  FP32 [N,L]   (dynamic batch and length)
+  identity_types.onnx  in_<T> [N,3]  -> out_<T> = in_<T>            for every element type below
+
+Needs only numpy and onnx.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+IR_VERSION = 8
+
+# Name suffix -> ONNX element type, one per KServe datatype the backend carries.
+TYPES = {
+    "bool": TensorProto.BOOL,
+    "uint8": TensorProto.UINT8,
+    "int8": TensorProto.INT8,
+    "uint16": TensorProto.UINT16,
+    "int16": TensorProto.INT16,
+    "uint32": TensorProto.UINT32,
+    "int32": TensorProto.INT32,
+    "uint64": TensorProto.UINT64,
+    "int64": TensorProto.INT64,
+    "fp16": TensorProto.FLOAT16,
+    "bf16": TensorProto.BFLOAT16,
+    "fp32": TensorProto.FLOAT,
+    "fp64": TensorProto.DOUBLE,
+}
+
+
+def save(graph, path):
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def affine(name, dims):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)
+    two = numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")
+    one = numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one")
+    nodes = [
+        helper.make_node("Mul", ["x", "two"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "one"], ["y"]),
+    ]
+    return helper.make_graph(nodes, name, [x], [y], initializer=[two, one])
+
+
+def identity_types():
+    inputs, outputs, nodes = [], [], []
+    for suffix, elem in TYPES.items():
+        inputs.append(helper.make_tensor_value_info(f"in_{suffix}", elem, ["N", 3]))
+        outputs.append(helper.make_tensor_value_info(f"out_{suffix}", elem, ["N", 3]))
+        nodes.append(helper.make_node("Identity", [f"in_{suffix}"], [f"out_{suffix}"]))
+    return helper.make_graph(nodes, "identity_types", inputs, outputs)
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    save(affine("affine", ["N", 4]), out / "affine.onnx")
+    save(affine("affine_fixed2", [2, 4]), out / "affine_fixed2.onnx")
+    save(affine("affine_ragged", ["N", "L"]), out / "affine_ragged.onnx")
+    save(identity_types(), out / "identity_types.onnx")
+
+
+if __name__ == "__main__":
+    main()

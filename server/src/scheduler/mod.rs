@@ -1,0 +1,406 @@
+//! Per-model scheduling: a bounded queue, the dynamic batcher and one OS thread per backend
+//! instance (never a tokio worker thread).
+//!
+//! ```text
+//! submit() ──validate──▶ BoundedQueue ──policy::decide──▶ free instance thread ──▶ Backend::infer
+//!    │ QueueFull / Invalid / ShuttingDown at once                    │ outputs split per request
+//!    ▼                                                               ▼
+//! oneshot::Receiver ◀───────────────── InferenceResponse { outputs, timings } or InferError
+//! ```
+//!
+//! Each instance thread is its own batcher: when free it looks at the queue under the lock, asks
+//! the pure [`policy::decide`] what to do, and either takes a batch, sleeps until the decision's
+//! deadline, or sleeps until a submit wakes it. Requests whose deadline passed, or whose receiver
+//! was dropped, are removed right before each decision, so they never reach the device.
+//!
+//! Metrics: the scheduler records [`crate::metrics::record_batch_size`] for every backend run,
+//! [`crate::metrics::set_queue_depth`] whenever the queue changes, and `Outcome::Cancelled` for
+//! requests whose client went away (no one else sees those). Every other outcome reaches the
+//! caller as the result of [`ModelScheduler::submit`] or of its receiver, and the caller records it.
+
+mod batch;
+pub mod policy;
+mod queue;
+mod worker;
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use self::policy::{BatchRules, Pending};
+use self::queue::{BoundedQueue, Entry};
+use crate::backend::{Backend, BatchSupport, ModelSignature};
+use crate::metrics;
+use crate::tensor::Tensor;
+
+/// How a model's requests are queued and batched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchingConfig {
+    /// Most samples (dimension 0) in one batch; 0 = as many as the backend takes. Ignored for
+    /// unbatched models; for `Fixed(n)` backends a batch is `n` samples.
+    pub max_batch_size: usize,
+    /// How long the oldest queued request may wait, from its arrival, for a batch to fill.
+    /// 0 = send whatever is queued whenever an instance is free.
+    pub max_queue_delay: Duration,
+    /// Batch sizes dispatched at once when the queue reaches them.
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Most requests waiting in the queue.
+    pub max_queue_requests: usize,
+    /// Most input bytes waiting in the queue.
+    pub max_queue_bytes: usize,
+}
+
+impl Default for BatchingConfig {
+    /// Batches of up to 8, no waiting, at most 256 queued requests and 64 MiB of queued inputs.
+    fn default() -> Self {
+        BatchingConfig {
+            max_batch_size: 8,
+            max_queue_delay: Duration::ZERO,
+            preferred_batch_sizes: Vec::new(),
+            max_queue_requests: 256,
+            max_queue_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One inference request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferenceRequest {
+    /// Inputs in signature order; for batched models dimension 0 is this request's sample count.
+    pub inputs: Vec<Tensor>,
+    /// Samples in this request (dimension 0 of every input); ignored for unbatched models.
+    pub batch_size: usize,
+    /// When the request arrived at the server; the batching delay counts from here.
+    pub arrived: Instant,
+    /// Past this instant the request is dropped before reaching the device ([`InferError::Expired`]).
+    pub deadline: Option<Instant>,
+}
+
+impl InferenceRequest {
+    /// A request arriving now, without a deadline.
+    pub fn new(inputs: Vec<Tensor>, batch_size: usize) -> Self {
+        InferenceRequest {
+            inputs,
+            batch_size,
+            arrived: Instant::now(),
+            deadline: None,
+        }
+    }
+}
+
+/// Where a request's time went on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestTimings {
+    /// From arrival until its batch was taken by an instance.
+    pub queue: Duration,
+    /// Backend time of the batch it ran in (all runs, for split batches).
+    pub compute: Duration,
+    /// Samples in the executed batch (after padding for fixed-batch devices); 1 when unbatched.
+    pub batch_size: usize,
+    /// The instance's device label, e.g. `cpu`.
+    pub device: String,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferenceResponse {
+    /// Outputs in signature order, holding only this request's samples.
+    pub outputs: Vec<Tensor>,
+    pub timings: RequestTimings,
+}
+
+/// Why a request was not answered with outputs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InferError {
+    /// The queue is at its request or byte limit (gRPC: RESOURCE_EXHAUSTED).
+    #[error(
+        "queue of model '{model}' is full ({queued_requests}/{max_requests} requests, \
+         {queued_bytes}/{max_bytes} bytes); retry later or raise the model's queue limits"
+    )]
+    QueueFull {
+        model: String,
+        queued_requests: usize,
+        max_requests: usize,
+        queued_bytes: usize,
+        max_bytes: usize,
+    },
+    /// The request does not match the model (gRPC: INVALID_ARGUMENT).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// Its deadline passed before it reached the device (gRPC: DEADLINE_EXCEEDED).
+    #[error("request deadline passed before it reached the device")]
+    Expired,
+    /// Its client went away (gRPC: CANCELLED).
+    #[error("request cancelled by the client")]
+    Cancelled,
+    /// The model is being unloaded or the server is stopping (gRPC: UNAVAILABLE).
+    #[error("model is shutting down")]
+    ShuttingDown,
+    /// The backend failed on the batch (gRPC: INTERNAL).
+    #[error("backend error: {0}")]
+    Backend(String),
+}
+
+/// Whether the scheduler accepts work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// No new requests; queued ones still run, without waiting for batches to fill.
+    Draining,
+    /// Queued requests are answered `ShuttingDown`; threads exit after their current batch.
+    Aborted,
+}
+
+struct State {
+    queue: BoundedQueue,
+    phase: Phase,
+    /// Instance threads currently looking for work.
+    idle: usize,
+    /// Instance threads not yet exited.
+    live: usize,
+}
+
+/// What the submitting side and the instance threads share.
+struct Shared {
+    model: String,
+    signature: ModelSignature,
+    rules: BatchRules,
+    flush_rules: BatchRules,
+    /// Most samples one request may carry.
+    max_request_samples: usize,
+    state: Mutex<State>,
+    /// Wakes instance threads: a request arrived, or the phase changed.
+    work: Condvar,
+    /// Wakes `shutdown`: an instance thread exited.
+    exited: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Answers every queued request with `ShuttingDown`.
+fn abort_queue(shared: &Shared, state: &mut State) {
+    let dropped = state.queue.take_all();
+    if !dropped.is_empty() {
+        metrics::set_queue_depth(&shared.model, 0);
+    }
+    for entry in dropped {
+        let _ = entry.reply.send(Err(InferError::ShuttingDown));
+    }
+}
+
+/// The scheduler of one loaded model.
+pub struct ModelScheduler {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ModelScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelScheduler")
+            .field("model", &self.shared.model)
+            .field("rules", &self.shared.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelScheduler {
+    /// Starts one OS thread per instance (all instances of one model, same signature).
+    ///
+    /// # Panics
+    /// If `instances` is empty: a model needs at least one loaded instance.
+    pub fn start(model: &str, config: BatchingConfig, instances: Vec<Box<dyn Backend>>) -> Self {
+        assert!(
+            !instances.is_empty(),
+            "ModelScheduler::start needs at least one backend instance"
+        );
+        let signature = instances[0].signature().clone();
+        if instances.iter().any(|i| i.signature() != &signature) {
+            tracing::warn!(
+                model,
+                "instances report different signatures; using the first one's"
+            );
+        }
+        let rules = BatchRules::new(&config, signature.batch);
+        let max_request_samples = match signature.batch {
+            BatchSupport::Unbatched => 1,
+            BatchSupport::Dynamic { .. } => rules.max_samples,
+            BatchSupport::Fixed(n) => config.max_batch_size.max(n),
+        };
+        let shared = Arc::new(Shared {
+            model: model.to_string(),
+            signature,
+            flush_rules: rules.flushing(),
+            rules,
+            max_request_samples,
+            state: Mutex::new(State {
+                queue: BoundedQueue::new(config.max_queue_requests, config.max_queue_bytes),
+                phase: Phase::Running,
+                idle: 0,
+                live: 0,
+            }),
+            work: Condvar::new(),
+            exited: Condvar::new(),
+        });
+        metrics::set_queue_depth(model, 0);
+        let mut threads = Vec::with_capacity(instances.len());
+        for (index, backend) in instances.into_iter().enumerate() {
+            let thread_shared = Arc::clone(&shared);
+            shared.lock().live += 1;
+            let spawned = std::thread::Builder::new()
+                .name(format!("infer-{index}-{model}"))
+                .spawn(move || worker::run(thread_shared, backend));
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    shared.lock().live -= 1;
+                    tracing::error!(model, index, error = %e, "cannot start an instance thread");
+                }
+            }
+        }
+        if threads.is_empty() {
+            shared.lock().phase = Phase::Aborted;
+        }
+        tracing::info!(model, instances = threads.len(), rules = ?shared.rules, "scheduler started");
+        ModelScheduler {
+            shared,
+            threads: Mutex::new(threads),
+        }
+    }
+
+    /// Queues a request; the receiver gets its answer. Fails at once, without queueing, when the
+    /// request does not match the model, the queue is full, or the model is shutting down.
+    pub fn submit(
+        &self,
+        req: InferenceRequest,
+    ) -> Result<oneshot::Receiver<Result<InferenceResponse, InferError>>, InferError> {
+        let shared = &self.shared;
+        let shape_key = batch::validate(
+            &shared.signature,
+            &req.inputs,
+            req.batch_size,
+            shared.max_request_samples,
+        )
+        .map_err(InferError::Invalid)?;
+        let bytes: usize = req.inputs.iter().map(|t| t.data.len()).sum();
+        let samples = if shared.signature.batch == BatchSupport::Unbatched {
+            1
+        } else {
+            req.batch_size
+        };
+        let (reply, receiver) = oneshot::channel();
+        let entry = Entry {
+            pending: Pending {
+                samples,
+                arrived: req.arrived,
+                shape_key,
+            },
+            request: req,
+            bytes,
+            reply,
+        };
+
+        let mut state = shared.lock();
+        if state.phase != Phase::Running {
+            return Err(InferError::ShuttingDown);
+        }
+        if !state.queue.could_ever_fit(bytes) {
+            return Err(InferError::Invalid(format!(
+                "request of {bytes} bytes exceeds the queue limit of {} bytes; raise the model's max_queue_bytes",
+                state.queue.max_bytes()
+            )));
+        }
+        if !state.queue.fits(bytes) {
+            // Make room from requests that are already dead before refusing.
+            worker::drop_dead(shared, &mut state, Instant::now());
+        }
+        if state.queue.push(entry).is_err() {
+            return Err(state.queue.full_error(&shared.model));
+        }
+        metrics::set_queue_depth(&shared.model, state.queue.len());
+        drop(state);
+        shared.work.notify_one();
+        Ok(receiver)
+    }
+
+    /// Requests waiting in the queue (not yet taken by an instance).
+    pub fn queue_depth(&self) -> usize {
+        self.shared.lock().queue.len()
+    }
+
+    /// The model's inputs, outputs and batch support, as the backend reports them.
+    pub fn signature(&self) -> &ModelSignature {
+        &self.shared.signature
+    }
+
+    /// Most samples one request may carry (`max_batch_size` to report); 0 for unbatched models.
+    pub fn max_batch_size(&self) -> usize {
+        match self.shared.signature.batch {
+            BatchSupport::Unbatched => 0,
+            _ => self.shared.max_request_samples,
+        }
+    }
+
+    /// Stops accepting requests, lets the instances finish what is queued and in flight for up to
+    /// `grace`, then answers whatever is still queued with [`InferError::ShuttingDown`] and joins the
+    /// threads that have finished (a backend run still going after `grace` is left to end on its
+    /// own thread). Blocking: call it from `spawn_blocking` in async code. Idempotent.
+    pub fn shutdown(&self, grace: Duration) {
+        let shared = &self.shared;
+        let deadline = Instant::now() + grace;
+        let mut state = shared.lock();
+        if state.phase == Phase::Running {
+            state.phase = Phase::Draining;
+        }
+        shared.work.notify_all();
+        while state.live > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = shared
+                .exited
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if state.live > 0 {
+            tracing::warn!(model = %shared.model, busy = state.live, "shutdown grace over; dropping queued requests");
+            state.phase = Phase::Aborted;
+            abort_queue(shared, &mut state);
+            shared.work.notify_all();
+        }
+        drop(state);
+        let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for handle in handles {
+            if handle.is_finished() {
+                if handle.join().is_err() {
+                    tracing::error!(model = %shared.model, "an instance thread panicked");
+                }
+            } else {
+                tracing::warn!(model = %shared.model, "an instance is still running a batch; not waiting for it");
+            }
+        }
+    }
+}
+
+impl Drop for ModelScheduler {
+    /// Without a prior [`ModelScheduler::shutdown`], queued requests are answered `ShuttingDown`
+    /// and the threads exit after their current batch (not joined).
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        if state.phase != Phase::Aborted && state.live > 0 {
+            state.phase = Phase::Aborted;
+            abort_queue(&self.shared, &mut state);
+        }
+        drop(state);
+        self.shared.work.notify_all();
+    }
+}

@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests: the tiny ONNX models of `scripts/make_test_models.py`
+//! and tensor conversions.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use inference_proto::DataType;
+use inference_server::tensor::Tensor;
+
+/// The repository root (the server crate's parent).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crate has a parent")
+        .to_path_buf()
+}
+
+/// The folder holding the test models, generated once per test binary with the repo's venv
+/// (`.venv/bin/python`, else `python3`).
+pub fn models_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("test-models-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("temp dir");
+        let venv = repo_root().join(".venv/bin/python");
+        let python = if venv.exists() { venv } else { PathBuf::from("python3") };
+        let output = Command::new(&python)
+            .arg(repo_root().join("scripts/make_test_models.py"))
+            .arg(dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+        assert!(
+            output.status.success(),
+            "make_test_models.py failed (needs numpy and onnx: pip install -r scripts/requirements.txt):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        dir
+    })
+    .path()
+}
+
+/// Path of one generated model.
+pub fn model(name: &str) -> PathBuf {
+    models_dir().join(name)
+}
+
+/// An FP32 tensor.
+pub fn f32_tensor(name: &str, shape: &[i64], values: &[f32]) -> Tensor {
+    Tensor {
+        name: name.into(),
+        datatype: DataType::Fp32,
+        shape: shape.to_vec(),
+        data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+/// The FP32 values of a tensor.
+pub fn f32_values(tensor: &Tensor) -> Vec<f32> {
+    assert_eq!(tensor.datatype, DataType::Fp32);
+    tensor
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
