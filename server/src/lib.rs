@@ -1,4 +1,11 @@
 //! `inference-server`: a KServe v2 gRPC inference daemon for edge accelerators.
 
+pub mod api;
 pub mod backend;
+pub mod config;
+pub mod metrics;
+pub mod model_config;
+pub mod repository;
+pub mod scheduler;
+pub mod statistics;
 pub mod tensor;

@@ -1,1 +1,257 @@
-fn main() {}
+//! `inference-server`: startup, modes (`devices`, `--check-repository`, serving), signals,
+//! systemd notification and graceful shutdown.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use inference_server::api::{self, Health, InferenceService, ServerState, ServiceOptions};
+use inference_server::backend::devices;
+use inference_server::config::{Cli, Command, ConfigError, LogFormat, Settings};
+use inference_server::metrics;
+use inference_server::repository::{self, Repository, RepositoryError, RepositoryOptions};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// Exit status for settings the user must fix (clap uses the same for bad flags).
+const EXIT_USAGE: u8 = 2;
+/// Extra time after the grace period for the gRPC server to flush its last answers.
+const SERVER_FLUSH: Duration = Duration::from_secs(2);
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+enum StartupError {
+    #[error("invalid --log-level '{filter}': {reason} (examples: info, debug, inference_server=debug,warn)")]
+    LogFilter { filter: String, reason: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot start the tokio runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot serve metrics on {addr}: {reason}; pick a free address with --metrics-addr")]
+    Metrics { addr: String, reason: String },
+    #[error("cannot listen for gRPC on {addr}: {source}; pick a free address with --grpc-addr")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    #[error(transparent)]
+    Serve(#[from] api::ServeError),
+    #[error("cannot wait for shutdown signals: {0}")]
+    Signals(std::io::Error),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let needs_repository = cli.command.is_none();
+    let settings = match cli.args.resolve(needs_repository) {
+        Ok(settings) => settings,
+        Err(err) => return usage_error(&err),
+    };
+    if let Err(err) = init_tracing(&settings) {
+        eprintln!("error: {err}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match cli.command {
+        Some(Command::Devices) => list_devices(&settings),
+        None if cli.args.check_repository.is_some() => check_repository(&settings),
+        None => match run_server(settings) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                tracing::error!("{err}");
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn usage_error(err: &ConfigError) -> ExitCode {
+    eprintln!("error: {err}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn init_tracing(settings: &Settings) -> Result<(), StartupError> {
+    let filter =
+        EnvFilter::try_new(&settings.log_level).map_err(|err| StartupError::LogFilter {
+            filter: settings.log_level.clone(),
+            reason: err.to_string(),
+        })?;
+    // Colours only on a terminal, never in journald or log files.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+/// `inference-server devices`: one line per backend and device.
+fn list_devices(settings: &Settings) -> ExitCode {
+    println!("{:<12} {:<16} STATUS", "BACKEND", "DEVICE");
+    for report in devices::list_devices(settings.onnxruntime_library.as_deref()) {
+        println!("{report}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn repository_options(settings: &Settings) -> RepositoryOptions {
+    RepositoryOptions {
+        onnxruntime_library: settings.onnxruntime_library.clone(),
+        drain_grace: settings.shutdown_grace,
+    }
+}
+
+/// `--check-repository DIR`: every problem on stderr, non-zero exit when there is one.
+fn check_repository(settings: &Settings) -> ExitCode {
+    let Some(root) = &settings.model_repository else {
+        return usage_error(&ConfigError::MissingRepository);
+    };
+    let problems = repository::check(root, &repository_options(settings));
+    if problems.is_empty() {
+        println!("{}: repository OK", root.display());
+        return ExitCode::SUCCESS;
+    }
+    for problem in &problems {
+        eprintln!("error: {problem}");
+    }
+    eprintln!(
+        "{}: {} problem(s) found; fix them and run --check-repository again",
+        root.display(),
+        problems.len()
+    );
+    ExitCode::FAILURE
+}
+
+fn run_server(settings: Settings) -> Result<(), StartupError> {
+    let Some(root) = settings.model_repository.clone() else {
+        return Err(StartupError::Config(ConfigError::MissingRepository));
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(StartupError::Runtime)?;
+    runtime.block_on(serve(settings, root))
+}
+
+async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
+    metrics::install_exporter(settings.metrics_addr).map_err(|err| StartupError::Metrics {
+        addr: settings.metrics_addr.to_string(),
+        reason: err.to_string(),
+    })?;
+    let listener = TcpListener::bind(settings.grpc_addr)
+        .await
+        .map_err(|source| StartupError::Bind {
+            addr: settings.grpc_addr.to_string(),
+            source,
+        })?;
+    let grpc_addr = listener.local_addr().unwrap_or(settings.grpc_addr);
+    let mut signals = Signals::new().map_err(StartupError::Signals)?;
+
+    let (health, health_service) = Health::new().await;
+    let state = Arc::new(ServerState::default());
+    let repository = Arc::new(Repository::new(root.clone(), repository_options(&settings)));
+    let service = InferenceService::new(
+        Arc::clone(&repository),
+        health.clone(),
+        Arc::clone(&state),
+        ServiceOptions {
+            allow_model_control: settings.allow_model_control,
+            unload_grace: settings.shutdown_grace,
+        },
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // Serve from the start so ServerLive answers while models load; ServerReady stays false.
+    let mut server = tokio::spawn(api::serve(
+        listener,
+        service,
+        health_service,
+        settings.max_message_size,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    tracing::info!(%grpc_addr, metrics_addr = %settings.metrics_addr, repository = %root.display(), "listening; loading models");
+
+    repository.load_all().await?;
+    let index = repository.index();
+    let ready = index
+        .iter()
+        .filter(|e| e.state == repository::ModelState::Ready)
+        .count();
+    if index.is_empty() {
+        tracing::warn!(repository = %root.display(), "the repository holds no model folders");
+    }
+    state.set_accepting(true);
+    health.set_server(true).await;
+    health.sync_models(&repository, true).await;
+    notify_systemd(sd_notify::NotifyState::Ready);
+    tracing::info!(%grpc_addr, ready, models = index.len(), "serving");
+
+    let early_exit = tokio::select! {
+        signal = signals.next() => {
+            tracing::info!(signal, grace = ?settings.shutdown_grace, "shutting down: finishing queued and in-flight requests");
+            None
+        }
+        result = &mut server => Some(result),
+    };
+    if let Some(result) = early_exit {
+        return match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(err.into()),
+            Err(join) => Err(api::ServeError::Task(join.to_string()).into()),
+        };
+    }
+
+    state.set_accepting(false);
+    health.set_server(false).await;
+    health.sync_models(&repository, false).await;
+    notify_systemd(sd_notify::NotifyState::Stopping);
+    let _ = stop_tx.send(());
+    repository.shutdown(settings.shutdown_grace).await;
+    match tokio::time::timeout(SERVER_FLUSH, server).await {
+        Ok(Ok(Ok(()))) => tracing::info!("stopped"),
+        Ok(Ok(Err(err))) => return Err(err.into()),
+        Ok(Err(join)) => return Err(api::ServeError::Task(join.to_string()).into()),
+        Err(_) => tracing::warn!("connections still open after the grace period; exiting anyway"),
+    }
+    Ok(())
+}
+
+/// SIGTERM (systemd, Kubernetes) and SIGINT (Ctrl-C).
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next signal and names it.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Tells systemd (when started with `Type=notify`, i.e. `NOTIFY_SOCKET` is set) about a state.
+fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    if let Err(err) = sd_notify::notify(&[state]) {
+        tracing::warn!(error = %err, "cannot notify systemd");
+    }
+}

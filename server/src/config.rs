@@ -1,0 +1,432 @@
+//! Server settings: command-line flags, `INFERENCE_SERVER_*` environment variables and an optional
+//! TOML file, merged with the precedence flag > environment > file > built-in default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+/// Default gRPC listen address (loopback only: exposing the box is an explicit choice).
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8001";
+/// Default Prometheus `/metrics` listen address.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:8002";
+/// Default largest gRPC message, in bytes: 64 MiB fits a 64 × 224 × 224 × 3 FP32 batch (38.5 MB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+/// Default time given to queued and in-flight requests on shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default tracing filter.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Command line of `inference-server`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "inference-server",
+    version,
+    about = "KServe v2 gRPC inference server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub args: SettingsArgs,
+}
+
+/// Modes other than serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every backend and device found, with library versions or why each is unavailable.
+    Devices,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for journald or log shippers).
+    Json,
+}
+
+/// Settings as given on the command line or in the environment; unset ones fall back to the
+/// config file, then to the defaults.
+#[derive(Debug, Default, Args)]
+pub struct SettingsArgs {
+    /// Server config file (TOML) with any of the settings below; flags and environment win over it.
+    #[arg(
+        long,
+        global = true,
+        env = "INFERENCE_SERVER_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+    /// Model repository to serve: DIR/<model>/config.toml and DIR/<model>/<version>/model.onnx.
+    #[arg(long, env = "INFERENCE_SERVER_MODEL_REPOSITORY", value_name = "DIR")]
+    pub model_repository: Option<PathBuf>,
+    /// Validate the repository at DIR (configs and model files), print every error and exit.
+    #[arg(long, value_name = "DIR", conflicts_with = "model_repository")]
+    pub check_repository: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:8001].
+    #[arg(long, env = "INFERENCE_SERVER_GRPC_ADDR", value_name = "ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Prometheus /metrics listen address [default: 127.0.0.1:8002].
+    #[arg(long, env = "INFERENCE_SERVER_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Log format [default: text].
+    #[arg(long, global = true, env = "INFERENCE_SERVER_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `inference_server=debug,info` [default: info].
+    #[arg(
+        long,
+        global = true,
+        env = "INFERENCE_SERVER_LOG_LEVEL",
+        value_name = "FILTER"
+    )]
+    pub log_level: Option<String>,
+    /// Seconds queued and in-flight requests get to finish after SIGTERM/SIGINT [default: 30].
+    #[arg(long, env = "INFERENCE_SERVER_SHUTDOWN_GRACE", value_name = "SECONDS")]
+    pub shutdown_grace: Option<f64>,
+    /// Allow RepositoryModelLoad/RepositoryModelUnload (they change what the box serves).
+    #[arg(
+        long,
+        env = "INFERENCE_SERVER_ALLOW_MODEL_CONTROL",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub allow_model_control: Option<bool>,
+    /// Largest gRPC request or response message in bytes [default: 67108864 = 64 MiB].
+    #[arg(long, env = "INFERENCE_SERVER_MAX_MESSAGE_SIZE", value_name = "BYTES")]
+    pub max_message_size: Option<usize>,
+    /// Path of libonnxruntime.so to load instead of searching the system and Python installs.
+    #[arg(
+        long,
+        global = true,
+        env = "INFERENCE_SERVER_ONNXRUNTIME_LIBRARY",
+        value_name = "PATH"
+    )]
+    pub onnxruntime_library: Option<PathBuf>,
+}
+
+/// The keys a server config file may hold; every one is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsFile {
+    pub model_repository: Option<PathBuf>,
+    pub grpc_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+    pub shutdown_grace: Option<f64>,
+    pub allow_model_control: Option<bool>,
+    pub max_message_size: Option<usize>,
+    pub onnxruntime_library: Option<PathBuf>,
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Repository to serve or check; `None` only when the mode needs none (`devices`).
+    pub model_repository: Option<PathBuf>,
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub shutdown_grace: Duration,
+    pub allow_model_control: bool,
+    pub max_message_size: usize,
+    pub onnxruntime_library: Option<PathBuf>,
+}
+
+/// A settings problem, worded so the user knows what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read server config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("server config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid {setting}: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+    #[error("no model repository given: pass --model-repository DIR, set INFERENCE_SERVER_MODEL_REPOSITORY, or add model_repository to the --config file")]
+    MissingRepository,
+}
+
+impl SettingsFile {
+    /// Reads and parses a server config file; relative paths in it are taken from its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut file: SettingsFile = toml::from_str(&text).map_err(|err| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: TomlErrorAt::locate(&text, &err).to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        file.model_repository = file.model_repository.map(|p| base.join(p));
+        file.onnxruntime_library = file.onnxruntime_library.map(|p| base.join(p));
+        Ok(file)
+    }
+}
+
+impl SettingsArgs {
+    /// Merges these arguments over the config file (if any) and the defaults. A repository is
+    /// required unless `needs_repository` is false.
+    pub fn resolve(&self, needs_repository: bool) -> Result<Settings, ConfigError> {
+        let file = match &self.config {
+            Some(path) => SettingsFile::load(path)?,
+            None => SettingsFile::default(),
+        };
+        let model_repository = self
+            .check_repository
+            .clone()
+            .or_else(|| self.model_repository.clone())
+            .or(file.model_repository);
+        if needs_repository && model_repository.is_none() {
+            return Err(ConfigError::MissingRepository);
+        }
+        let shutdown_grace = match self.shutdown_grace.or(file.shutdown_grace) {
+            Some(seconds) => {
+                Duration::try_from_secs_f64(seconds).map_err(|_| ConfigError::Invalid {
+                    setting: "shutdown_grace",
+                    message: format!("{seconds} is not a non-negative number of seconds"),
+                })?
+            }
+            None => DEFAULT_SHUTDOWN_GRACE,
+        };
+        let max_message_size = self
+            .max_message_size
+            .or(file.max_message_size)
+            .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
+        if max_message_size < 1024 {
+            return Err(ConfigError::Invalid {
+                setting: "max_message_size",
+                message: format!(
+                    "{max_message_size} bytes cannot hold a request; give at least 1024 (default 67108864)"
+                ),
+            });
+        }
+        Ok(Settings {
+            model_repository,
+            grpc_addr: self
+                .grpc_addr
+                .or(file.grpc_addr)
+                .unwrap_or_else(|| default_addr(DEFAULT_GRPC_ADDR)),
+            metrics_addr: self
+                .metrics_addr
+                .or(file.metrics_addr)
+                .unwrap_or_else(|| default_addr(DEFAULT_METRICS_ADDR)),
+            log_format: self
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            log_level: self
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()),
+            shutdown_grace,
+            allow_model_control: self
+                .allow_model_control
+                .or(file.allow_model_control)
+                .unwrap_or(false),
+            max_message_size,
+            onnxruntime_library: self
+                .onnxruntime_library
+                .clone()
+                .or(file.onnxruntime_library),
+        })
+    }
+}
+
+fn default_addr(text: &str) -> SocketAddr {
+    text.parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// Where a TOML error is: the key (with its table, e.g. `dynamic_batching.max_queue_delay`) and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TomlErrorAt {
+    pub key: Option<String>,
+    pub line: Option<usize>,
+    /// The parser's message on one line.
+    pub message: String,
+}
+
+impl TomlErrorAt {
+    /// Locates `err`, which came from parsing `text`.
+    pub fn locate(text: &str, err: &toml::de::Error) -> Self {
+        let message = err.message().trim().replace('\n', " ");
+        let Some(span) = err.span() else {
+            return TomlErrorAt {
+                key: None,
+                line: None,
+                message,
+            };
+        };
+        let start = span.start.min(text.len());
+        let line_number = text[..start].matches('\n').count() + 1;
+        let line = text.lines().nth(line_number - 1).unwrap_or("").trim();
+        let key = line
+            .split_once('=')
+            .map(|(key, _)| key.trim())
+            .unwrap_or(line)
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim();
+        let table = text[..start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim())
+            .filter(|t| *t != key);
+        let key = match table {
+            _ if key.is_empty() => None,
+            Some(table) => Some(format!("{table}.{key}")),
+            None => Some(key.to_string()),
+        };
+        TomlErrorAt {
+            key,
+            line: Some(line_number),
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for TomlErrorAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> SettingsArgs {
+        let mut full = vec!["inference-server"];
+        full.extend_from_slice(args);
+        Cli::try_parse_from(full)
+            .expect("test arguments parse")
+            .args
+    }
+
+    fn write_config(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("server.toml");
+        std::fs::write(&path, text).expect("write test config");
+        path
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let settings = parse(&["--model-repository", "/models"])
+            .resolve(true)
+            .expect("valid");
+        assert_eq!(settings.grpc_addr.to_string(), DEFAULT_GRPC_ADDR);
+        assert_eq!(settings.metrics_addr.to_string(), DEFAULT_METRICS_ADDR);
+        assert_eq!(settings.max_message_size, 64 * 1024 * 1024);
+        assert!(settings.max_message_size > 64 * 224 * 224 * 3 * 4);
+        assert!(!settings.allow_model_control);
+        assert_eq!(settings.log_format, LogFormat::Text);
+        assert_eq!(settings.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = write_config(
+            dir.path(),
+            "model_repository = \"repo\"\ngrpc_addr = \"0.0.0.0:9001\"\nmetrics_addr = \"0.0.0.0:9002\"\nshutdown_grace = 2.5\nallow_model_control = true\nlog_format = \"json\"\n",
+        );
+        let config = config.to_str().expect("utf-8 path");
+        let settings = parse(&["--config", config, "--grpc-addr", "127.0.0.1:7001"])
+            .resolve(true)
+            .expect("valid");
+        assert_eq!(settings.grpc_addr.to_string(), "127.0.0.1:7001");
+        assert_eq!(settings.metrics_addr.to_string(), "0.0.0.0:9002");
+        assert_eq!(settings.model_repository, Some(dir.path().join("repo")));
+        assert_eq!(settings.shutdown_grace, Duration::from_millis(2500));
+        assert!(settings.allow_model_control);
+        assert_eq!(settings.log_format, LogFormat::Json);
+        let off = parse(&["--config", config, "--allow-model-control", "false"])
+            .resolve(true)
+            .expect("valid");
+        assert!(!off.allow_model_control);
+    }
+
+    #[test]
+    fn a_typo_in_the_config_file_names_the_key_and_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = write_config(
+            dir.path(),
+            "grpc_addr = \"127.0.0.1:1\"\ngrpc_adr = \"x\"\n",
+        );
+        let err = parse(&["--config", config.to_str().expect("utf-8 path")])
+            .resolve(false)
+            .expect_err("typo must be refused");
+        let text = err.to_string();
+        assert!(text.contains("grpc_adr"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+        assert!(text.contains("server.toml"), "{text}");
+    }
+
+    #[test]
+    fn missing_repository_and_bad_values_are_refused() {
+        assert!(matches!(
+            parse(&[]).resolve(true),
+            Err(ConfigError::MissingRepository)
+        ));
+        assert!(parse(&[]).resolve(false).is_ok());
+        let err = parse(&["--model-repository", "m", "--shutdown-grace=-1"])
+            .resolve(true)
+            .expect_err("negative grace");
+        assert!(err.to_string().contains("shutdown_grace"));
+        let err = parse(&["--model-repository", "m", "--max-message-size", "10"])
+            .resolve(true)
+            .expect_err("tiny messages");
+        assert!(err.to_string().contains("max_message_size"));
+        assert!(Cli::try_parse_from(["inference-server", "--grpc-addr", "nope"]).is_err());
+    }
+
+    #[test]
+    fn check_repository_is_its_own_mode() {
+        let settings = parse(&["--check-repository", "/x"])
+            .resolve(true)
+            .expect("valid");
+        assert_eq!(settings.model_repository, Some(PathBuf::from("/x")));
+        assert!(Cli::try_parse_from([
+            "inference-server",
+            "--check-repository",
+            "/x",
+            "--model-repository",
+            "/y"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn the_example_config_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/server.toml");
+        let file = SettingsFile::load(&path).expect("examples/server.toml parses");
+        assert_eq!(file.max_message_size, Some(DEFAULT_MAX_MESSAGE_SIZE));
+        assert_eq!(
+            file.grpc_addr.map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_GRPC_ADDR)
+        );
+    }
+}
