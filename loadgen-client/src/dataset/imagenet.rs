@@ -1,0 +1,169 @@
+//! ImageNet-layout datasets: a folder of images plus a list file (`val_map.txt` by default) with
+//! one `<relative file> <label>` per line; QSL index = line order.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::{preprocess, DatasetError, GroundTruth, SampleSource};
+use crate::profile::Profile;
+
+/// An ImageNet-style labelled image folder.
+#[derive(Debug)]
+pub struct ImagenetSource {
+    files: Vec<PathBuf>,
+    labels: Vec<i64>,
+    profile: Profile,
+}
+
+impl ImagenetSource {
+    /// Reads the list (`list` or `dir/val_map.txt`), keeps the first `count` entries and checks
+    /// that every image exists.
+    pub fn open(
+        dir: &Path,
+        list: Option<&Path>,
+        count: Option<usize>,
+        profile: &Profile,
+    ) -> Result<Self, DatasetError> {
+        let list_path = list.map_or_else(|| dir.join("val_map.txt"), Path::to_path_buf);
+        let text = fs::read_to_string(&list_path).map_err(|source| DatasetError::Io {
+            path: list_path.clone(),
+            source,
+        })?;
+        let (mut files, mut labels) = (Vec::new(), Vec::new());
+        let limit = count.unwrap_or(usize::MAX);
+        for (n, line) in text.lines().enumerate() {
+            if files.len() >= limit {
+                break;
+            }
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let bad = |message: String| DatasetError::List {
+                path: list_path.clone(),
+                line: n + 1,
+                message,
+            };
+            let (file, label) = line
+                .rsplit_once(char::is_whitespace)
+                .ok_or_else(|| bad(format!("expected '<file> <label>', found '{line}'")))?;
+            let label = label.parse::<i64>().map_err(|_| {
+                bad(format!(
+                    "label '{label}' is not an integer (expected '<file> <label>')"
+                ))
+            })?;
+            let path = dir.join(file.trim());
+            if !path.is_file() {
+                return Err(bad(format!(
+                    "image {} does not exist (is --dataset-path the folder the list refers to?)",
+                    path.display()
+                )));
+            }
+            files.push(path);
+            labels.push(label);
+        }
+        Ok(Self {
+            files,
+            labels,
+            profile: profile.clone(),
+        })
+    }
+}
+
+impl SampleSource for ImagenetSource {
+    fn name(&self) -> String {
+        format!(
+            "imagenet ({} images, {})",
+            self.files.len(),
+            self.profile.name
+        )
+    }
+
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    fn tensor(&self, index: usize) -> Result<Vec<u8>, DatasetError> {
+        let path = self.files.get(index).ok_or_else(|| {
+            DatasetError::Invalid(format!("sample index {index} is out of range"))
+        })?;
+        preprocess::load_image(path, &self.profile)
+    }
+
+    fn file(&self, index: usize) -> Option<PathBuf> {
+        self.files.get(index).cloned()
+    }
+
+    fn ground_truth(&self) -> GroundTruth {
+        GroundTruth::Labels(self.labels.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::lookup;
+
+    fn folder(list: &str, images: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for name in images {
+            image::GrayImage::from_pixel(8, 8, image::Luma([9]))
+                .save(dir.path().join(name))
+                .unwrap();
+        }
+        fs::write(dir.path().join("val_map.txt"), list).unwrap();
+        dir
+    }
+
+    #[test]
+    fn reads_list_in_order_with_count_and_labels() {
+        let dir = folder(
+            "b.png 3\n\na.png 1\nc.png 0\n",
+            &["a.png", "b.png", "c.png"],
+        );
+        let profile = lookup("digits-cnn").unwrap();
+        let src = ImagenetSource::open(dir.path(), None, Some(2), profile).unwrap();
+        assert_eq!(src.len(), 2);
+        match src.ground_truth() {
+            GroundTruth::Labels(labels) => assert_eq!(labels, vec![3, 1]),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(src.file(0).unwrap(), dir.path().join("b.png"));
+        assert_eq!(src.tensor(1).unwrap().len(), profile.sample_bytes());
+    }
+
+    #[test]
+    fn dataset_list_overrides_the_default() {
+        let dir = folder("a.png 1\n", &["a.png", "b.png"]);
+        let other = dir.path().join("mine.txt");
+        fs::write(&other, "b.png 4\na.png 2\n").unwrap();
+        let profile = lookup("digits-cnn").unwrap();
+        let src = ImagenetSource::open(dir.path(), Some(&other), None, profile).unwrap();
+        assert_eq!(src.len(), 2);
+    }
+
+    #[test]
+    fn list_errors_name_the_line_and_the_fix() {
+        let profile = lookup("digits-cnn").unwrap();
+        let cases = [
+            (
+                "a.png 1\nb.png x\n",
+                "val_map.txt:2: label 'x' is not an integer",
+            ),
+            ("a.png\n", "val_map.txt:1: expected '<file> <label>'"),
+            ("missing.png 1\n", "does not exist"),
+        ];
+        for (list, expected) in cases {
+            let dir = folder(list, &["a.png", "b.png"]);
+            let err = ImagenetSource::open(dir.path(), None, None, profile)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let err = ImagenetSource::open(dir.path(), None, None, profile)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("val_map.txt"), "{err}");
+    }
+}

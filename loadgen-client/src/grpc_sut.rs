@@ -1,0 +1,654 @@
+//! The system under test over the network: KServe v2 `ModelInfer` with `raw_input_contents`,
+//! over several HTTP/2 connections per endpoint and several endpoints, round-robin. The SUT owns
+//! its tokio runtime; `issue_query` spawns and returns at once. Every sample completes exactly
+//! once, with an error set when its request failed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use inference_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use inference_proto::inference::infer_parameter::ParameterChoice;
+use inference_proto::inference::model_infer_request::{
+    InferInputTensor, InferRequestedOutputTensor,
+};
+use inference_proto::inference::model_metadata_response::TensorMetadata;
+use inference_proto::inference::{
+    InferParameter, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
+    ModelMetadataResponse, ModelReadyRequest, ServerReadyRequest,
+};
+use inference_proto::DataType;
+use tokio::runtime::Runtime;
+use tokio::sync::Semaphore;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::dataset::SampleStore;
+use crate::postprocess::{self, OutputTensor};
+use crate::profile::Profile;
+use crate::sut::{QuerySample, ResponseSink, SampleResponse, ServerTiming, Sut};
+
+type Client = GrpcInferenceServiceClient<Channel>;
+
+/// How the SUT reaches the server and sizes its requests.
+#[derive(Debug, Clone)]
+pub struct GrpcSutConfig {
+    /// Server URLs, e.g. `http://127.0.0.1:8001` (`http://` is added when no scheme is given).
+    pub endpoints: Vec<String>,
+    /// HTTP/2 connections opened to each endpoint.
+    pub connections_per_endpoint: usize,
+    /// Served model name.
+    pub model: String,
+    /// Largest number of samples sent in one request; larger queries are split.
+    pub max_batch: usize,
+    /// Requests in flight at once per connection; more wait on the client.
+    pub in_flight_per_connection: usize,
+    /// Input bytes in flight at once per endpoint (a request larger than the whole budget
+    /// still goes, alone), so a server's bounded queue is not flooded.
+    pub in_flight_bytes_per_endpoint: usize,
+    /// Deadline of one request; requests the server refuses as overloaded
+    /// (`RESOURCE_EXHAUSTED`) are retried with backoff within this time.
+    pub request_timeout: Duration,
+    /// Timeout of one connection attempt.
+    pub connect_timeout: Duration,
+}
+
+/// Why the SUT could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcSutError {
+    #[error("no --endpoint given")]
+    NoEndpoint,
+    #[error(
+        "invalid endpoint '{endpoint}': {reason} (expected a URL such as http://127.0.0.1:8001)"
+    )]
+    BadEndpoint { endpoint: String, reason: String },
+    #[error("cannot connect to {endpoint}: {reason}; is the inference server running and listening there?")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("{endpoint}: {call} failed: {reason}")]
+    Rpc {
+        endpoint: String,
+        call: &'static str,
+        reason: String,
+    },
+    #[error("{endpoint}: the server is not ready; wait until it has loaded its models")]
+    ServerNotReady { endpoint: String },
+    #[error("{endpoint}: model '{model}' is not available ({reason}); check --model against the server's model repository")]
+    ModelUnavailable {
+        endpoint: String,
+        model: String,
+        reason: String,
+    },
+    #[error("{endpoint}: model '{model}' does not match profile '{profile}': {problem}; choose the matching --profile or --model")]
+    Mismatch {
+        endpoint: String,
+        model: String,
+        profile: String,
+        problem: String,
+    },
+    #[error("cannot start the client's async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// What the SUT sends and how it reads the answers.
+#[derive(Debug)]
+struct Shared {
+    clients: Vec<Client>,
+    next: AtomicUsize,
+    store: Arc<SampleStore>,
+    model: String,
+    profile: Profile,
+    max_batch: usize,
+    /// Request slots.
+    requests: Semaphore,
+    /// Input budget in KiB.
+    kibibytes: Semaphore,
+    kibibytes_total: u32,
+    retry_window: Duration,
+}
+
+/// Longest pause between retries of an overloaded request.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
+/// [`Sut`] over KServe v2 gRPC.
+pub struct GrpcSut {
+    runtime: Runtime,
+    shared: Arc<Shared>,
+    name: String,
+}
+
+impl GrpcSut {
+    /// Connects every connection, checks that the server and model are ready and that the model's
+    /// metadata matches `profile`; fails before any timing starts.
+    pub fn connect(
+        config: &GrpcSutConfig,
+        profile: &Profile,
+        store: Arc<SampleStore>,
+    ) -> Result<Self, GrpcSutError> {
+        if config.endpoints.is_empty() {
+            return Err(GrpcSutError::NoEndpoint);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("grpc-sut")
+            .build()
+            .map_err(GrpcSutError::Runtime)?;
+        let (clients, batch_cap) = runtime.block_on(open_all(config, profile))?;
+        let connections = clients.len();
+        let kib_total = (config.in_flight_bytes_per_endpoint / 1024)
+            .saturating_mul(config.endpoints.len())
+            .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        let shared = Shared {
+            clients,
+            next: AtomicUsize::new(0),
+            store,
+            model: config.model.clone(),
+            profile: profile.clone(),
+            max_batch: config.max_batch.min(batch_cap).max(1),
+            requests: Semaphore::new(connections * config.in_flight_per_connection.max(1)),
+            kibibytes: Semaphore::new(kib_total),
+            kibibytes_total: u32::try_from(kib_total).unwrap_or(u32::MAX),
+            retry_window: config.request_timeout,
+        };
+        Ok(Self {
+            runtime,
+            shared: Arc::new(shared),
+            name: format!(
+                "Network SUT: KServe v2 gRPC model '{}' at {}",
+                config.model,
+                config.endpoints.join(", ")
+            ),
+        })
+    }
+}
+
+impl Sut for GrpcSut {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn issue_query(&self, samples: Vec<QuerySample>, sink: ResponseSink) {
+        let shared = Arc::clone(&self.shared);
+        self.runtime.spawn(async move {
+            if samples.len() <= shared.max_batch {
+                shared.run_request(samples, sink).await;
+                return;
+            }
+            for chunk in samples.chunks(shared.max_batch) {
+                let (shared, sink, chunk) = (Arc::clone(&shared), sink.clone(), chunk.to_vec());
+                tokio::spawn(async move { shared.run_request(chunk, sink).await });
+            }
+        });
+    }
+}
+
+impl Shared {
+    /// Sends one request for `samples` and completes all of them, successfully or with an error.
+    async fn run_request(&self, samples: Vec<QuerySample>, sink: ResponseSink) {
+        let responses = match self.infer(&samples).await {
+            Ok(responses) => responses,
+            Err(message) => samples
+                .iter()
+                .map(|s| SampleResponse {
+                    id: s.id,
+                    error: Some(message.clone()),
+                    ..SampleResponse::default()
+                })
+                .collect(),
+        };
+        sink.complete(responses);
+    }
+
+    async fn infer(&self, samples: &[QuerySample]) -> Result<Vec<SampleResponse>, String> {
+        // Wait for a slot and input budget before building the request, so a large Offline
+        // query neither copies every sample at once nor floods the server.
+        let closed = |_| "the client is shutting down".to_string();
+        let _slot = self.requests.acquire().await.map_err(closed)?;
+        let kib = (samples.len() * self.profile.sample_bytes()).div_ceil(1024);
+        let kib = u32::try_from(kib)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.kibibytes_total);
+        let _budget = self.kibibytes.acquire_many(kib).await.map_err(closed)?;
+        let deadline = tokio::time::Instant::now() + self.retry_window;
+        let mut backoff = Duration::from_millis(1);
+        let response = loop {
+            let request = self.request(samples)?;
+            let at = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+            let mut client = self.clients[at].clone();
+            match client.model_infer(request).await {
+                Ok(response) => break response.into_inner(),
+                Err(status)
+                    if status.code() == tonic::Code::ResourceExhausted
+                        && tokio::time::Instant::now() + backoff < deadline =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(status) => {
+                    return Err(format!(
+                        "ModelInfer failed: {}: {}",
+                        status.code(),
+                        status.message()
+                    ))
+                }
+            }
+        };
+        let indices: Vec<usize> = samples.iter().map(|s| s.index).collect();
+        let payloads = self.payloads(&response, &indices)?;
+        let timing = server_timing(&response.parameters);
+        Ok(samples
+            .iter()
+            .zip(payloads)
+            .map(|(s, data)| SampleResponse {
+                id: s.id,
+                data,
+                server_timing: timing,
+                error: None,
+            })
+            .collect())
+    }
+
+    fn request(&self, samples: &[QuerySample]) -> Result<ModelInferRequest, String> {
+        let profile = &self.profile;
+        let mut raw = Vec::with_capacity(samples.len() * profile.sample_bytes());
+        for sample in samples {
+            let bytes = self
+                .store
+                .get(sample.index)
+                .ok_or_else(|| format!("sample {} was not loaded by the QSL", sample.index))?;
+            raw.extend_from_slice(&bytes);
+        }
+        let mut shape = vec![samples.len() as i64];
+        shape.extend(profile.sample_shape());
+        Ok(ModelInferRequest {
+            model_name: self.model.clone(),
+            inputs: vec![InferInputTensor {
+                name: profile.input.to_string(),
+                datatype: profile.input_type.data_type().to_string(),
+                shape,
+                ..InferInputTensor::default()
+            }],
+            outputs: profile
+                .outputs
+                .iter()
+                .map(|name| InferRequestedOutputTensor {
+                    name: (*name).to_string(),
+                    ..InferRequestedOutputTensor::default()
+                })
+                .collect(),
+            raw_input_contents: vec![raw],
+            ..ModelInferRequest::default()
+        })
+    }
+
+    fn payloads(
+        &self,
+        response: &ModelInferResponse,
+        indices: &[usize],
+    ) -> Result<Vec<Vec<u8>>, String> {
+        let mut outputs = Vec::with_capacity(self.profile.outputs.len());
+        for name in self.profile.outputs {
+            let at = response
+                .outputs
+                .iter()
+                .position(|o| o.name == *name)
+                .ok_or_else(|| format!("response has no output '{name}'"))?;
+            let raw = response
+                .raw_output_contents
+                .get(at)
+                .ok_or_else(|| format!("output '{name}' came without raw_output_contents"))?;
+            let datatype = response.outputs[at]
+                .datatype
+                .parse::<DataType>()
+                .map_err(|e| format!("output '{name}': {e}"))?;
+            outputs.push(OutputTensor { datatype, raw });
+        }
+        postprocess::payloads(self.profile.post_process, &outputs, indices)
+            .map_err(|e| format!("cannot read the response: {e}"))
+    }
+}
+
+/// Reads the server's timing parameters (`queue_time_us`/`_ns`, `compute_time_us`/`_ns`,
+/// `batch_size`); `None` when the server sent neither time.
+fn server_timing(parameters: &HashMap<String, InferParameter>) -> Option<ServerTiming> {
+    let int = |name: &str| -> Option<u64> {
+        match parameters.get(name)?.parameter_choice.as_ref()? {
+            ParameterChoice::Int64Param(v) => u64::try_from(*v).ok(),
+            ParameterChoice::Uint64Param(v) => Some(*v),
+            ParameterChoice::DoubleParam(v) if *v >= 0.0 => Some(*v as u64),
+            _ => None,
+        }
+    };
+    let nanos = |stem: &str| {
+        int(&format!("{stem}_ns"))
+            .or_else(|| int(&format!("{stem}_us")).map(|us| us.saturating_mul(1000)))
+    };
+    let (queue, compute) = (nanos("queue_time"), nanos("compute_time"));
+    if queue.is_none() && compute.is_none() {
+        return None;
+    }
+    Some(ServerTiming {
+        queue_ns: queue.unwrap_or(0),
+        compute_ns: compute.unwrap_or(0),
+        batch_size: int("batch_size").map_or(0, |b| u32::try_from(b).unwrap_or(u32::MAX)),
+    })
+}
+
+/// `error: cause: cause …`, since transport errors say little at the top level.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn url(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+/// Opens all connections (interleaved across endpoints so round-robin alternates endpoints)
+/// and checks every endpoint; returns the clients and the largest batch the model accepts.
+async fn open_all(
+    config: &GrpcSutConfig,
+    profile: &Profile,
+) -> Result<(Vec<Client>, usize), GrpcSutError> {
+    let mut per_endpoint = Vec::with_capacity(config.endpoints.len());
+    let mut batch_cap = usize::MAX;
+    for endpoint in &config.endpoints {
+        let target = Endpoint::from_shared(url(endpoint))
+            .map_err(|e| GrpcSutError::BadEndpoint {
+                endpoint: endpoint.clone(),
+                reason: chain(&e),
+            })?
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(32 << 20));
+        let mut clients = Vec::with_capacity(config.connections_per_endpoint);
+        for _ in 0..config.connections_per_endpoint.max(1) {
+            let channel = target
+                .connect()
+                .await
+                .map_err(|e| GrpcSutError::Unreachable {
+                    endpoint: endpoint.clone(),
+                    reason: chain(&e),
+                })?;
+            clients.push(
+                GrpcInferenceServiceClient::new(channel)
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
+            );
+        }
+        let cap = check(&mut clients[0], endpoint, &config.model, profile).await?;
+        batch_cap = batch_cap.min(cap);
+        per_endpoint.push(clients);
+    }
+    let mut all = Vec::new();
+    for i in 0..config.connections_per_endpoint.max(1) {
+        all.extend(per_endpoint.iter().filter_map(|c| c.get(i).cloned()));
+    }
+    Ok((all, batch_cap))
+}
+
+/// ServerReady, ModelReady and ModelMetadata against the profile; returns the batch limit the
+/// model's input shape implies (`usize::MAX` when the batch dimension is dynamic).
+async fn check(
+    client: &mut Client,
+    endpoint: &str,
+    model: &str,
+    profile: &Profile,
+) -> Result<usize, GrpcSutError> {
+    let rpc = |call: &'static str| {
+        move |status: tonic::Status| GrpcSutError::Rpc {
+            endpoint: endpoint.to_string(),
+            call,
+            reason: format!("{}: {}", status.code(), status.message()),
+        }
+    };
+    let ready = client
+        .server_ready(ServerReadyRequest {})
+        .await
+        .map_err(rpc("ServerReady"))?
+        .into_inner()
+        .ready;
+    if !ready {
+        return Err(GrpcSutError::ServerNotReady {
+            endpoint: endpoint.to_string(),
+        });
+    }
+    let unavailable = |reason: String| GrpcSutError::ModelUnavailable {
+        endpoint: endpoint.to_string(),
+        model: model.to_string(),
+        reason,
+    };
+    let model_ready = client
+        .model_ready(ModelReadyRequest {
+            name: model.to_string(),
+            version: String::new(),
+        })
+        .await
+        .map_err(|s| unavailable(format!("{}: {}", s.code(), s.message())))?
+        .into_inner()
+        .ready;
+    if !model_ready {
+        return Err(unavailable("the server reports it not ready".into()));
+    }
+    let metadata = client
+        .model_metadata(ModelMetadataRequest {
+            name: model.to_string(),
+            version: String::new(),
+        })
+        .await
+        .map_err(rpc("ModelMetadata"))?
+        .into_inner();
+    match_profile(&metadata, profile).map_err(|problem| GrpcSutError::Mismatch {
+        endpoint: endpoint.to_string(),
+        model: model.to_string(),
+        profile: profile.name.to_string(),
+        problem,
+    })
+}
+
+/// Compares the model's input and outputs with the profile; returns the batch limit.
+fn match_profile(metadata: &ModelMetadataResponse, profile: &Profile) -> Result<usize, String> {
+    let names = |tensors: &[TensorMetadata]| -> String {
+        tensors
+            .iter()
+            .map(|t| format!("'{}' {} {:?}", t.name, t.datatype, t.shape))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let input = metadata
+        .inputs
+        .iter()
+        .find(|t| t.name == profile.input)
+        .ok_or_else(|| {
+            format!(
+                "the profile sends input '{}', the model's inputs are {}",
+                profile.input,
+                names(&metadata.inputs)
+            )
+        })?;
+    let wanted = profile.input_type.data_type();
+    if !input.datatype.eq_ignore_ascii_case(wanted.as_str()) {
+        return Err(format!(
+            "input '{}' is {}, the profile sends {wanted}",
+            input.name, input.datatype
+        ));
+    }
+    let sample = profile.sample_shape();
+    let shape_error = || {
+        format!(
+            "input '{}' has shape {:?}, the profile sends [N, {}]",
+            input.name,
+            input.shape,
+            sample.map(|d| d.to_string()).join(", ")
+        )
+    };
+    let Some((batch, rest)) = input.shape.split_first() else {
+        return Err(shape_error());
+    };
+    if rest.len() != sample.len() || rest.iter().zip(sample).any(|(m, p)| *m != -1 && *m != p) {
+        return Err(shape_error());
+    }
+    for name in profile.outputs {
+        if !metadata.outputs.iter().any(|t| t.name == *name) {
+            return Err(format!(
+                "the profile reads output '{name}', the model's outputs are {}",
+                names(&metadata.outputs)
+            ));
+        }
+    }
+    match usize::try_from(*batch) {
+        Ok(0) => Err(shape_error()),
+        Ok(fixed) => Ok(fixed),
+        Err(_) => Ok(usize::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::lookup;
+
+    fn tensor(name: &str, datatype: &str, shape: &[i64]) -> TensorMetadata {
+        TensorMetadata {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape: shape.to_vec(),
+        }
+    }
+
+    fn metadata(input: TensorMetadata) -> ModelMetadataResponse {
+        ModelMetadataResponse {
+            name: "efficientnet-lite0".into(),
+            inputs: vec![input],
+            outputs: vec![tensor("logits", "FP32", &[-1, 1000])],
+            ..ModelMetadataResponse::default()
+        }
+    }
+
+    #[test]
+    fn metadata_must_match_the_profile() {
+        let profile = lookup("efficientnet-lite0-onnxruntime").unwrap();
+        let ok = metadata(tensor("input", "FP32", &[-1, 3, 224, 224]));
+        assert_eq!(match_profile(&ok, profile), Ok(usize::MAX));
+        let fixed = metadata(tensor("input", "FP32", &[1, 3, -1, -1]));
+        assert_eq!(match_profile(&fixed, profile), Ok(1));
+        let cases = [
+            (
+                tensor("images", "FP32", &[-1, 3, 224, 224]),
+                "the model's inputs are 'images'",
+            ),
+            (
+                tensor("input", "FP16", &[-1, 3, 224, 224]),
+                "is FP16, the profile sends FP32",
+            ),
+            (
+                tensor("input", "FP32", &[-1, 224, 224, 3]),
+                "the profile sends [N, 3, 224, 224]",
+            ),
+            (
+                tensor("input", "FP32", &[3, 224, 224]),
+                "has shape [3, 224, 224]",
+            ),
+        ];
+        for (input, expected) in cases {
+            let err = match_profile(&metadata(input), profile).unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
+        let mut no_logits = ok.clone();
+        no_logits.outputs = vec![tensor("probs", "FP32", &[-1, 1000])];
+        let err = match_profile(&no_logits, profile).unwrap_err();
+        assert!(
+            err.contains("output 'logits'") && err.contains("'probs'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn timing_parameters_are_read_tolerantly() {
+        let p = |choice| InferParameter {
+            parameter_choice: Some(choice),
+        };
+        let mut params = HashMap::new();
+        assert_eq!(server_timing(&params), None);
+        params.insert(
+            "queue_time_us".to_string(),
+            p(ParameterChoice::Int64Param(12)),
+        );
+        params.insert(
+            "compute_time_ns".to_string(),
+            p(ParameterChoice::Uint64Param(3400)),
+        );
+        params.insert("batch_size".to_string(), p(ParameterChoice::Int64Param(8)));
+        params.insert(
+            "device".to_string(),
+            p(ParameterChoice::StringParam("cpu".into())),
+        );
+        assert_eq!(
+            server_timing(&params),
+            Some(ServerTiming {
+                queue_ns: 12_000,
+                compute_ns: 3400,
+                batch_size: 8
+            })
+        );
+    }
+
+    #[test]
+    fn unreachable_endpoint_fails_before_timing_with_a_clear_error() {
+        // Bind then drop a listener: the port is free and nothing answers on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = GrpcSutConfig {
+            endpoints: vec![format!("127.0.0.1:{port}")],
+            connections_per_endpoint: 2,
+            model: "efficientnet-lite0".into(),
+            max_batch: 8,
+            in_flight_per_connection: 4,
+            in_flight_bytes_per_endpoint: 1 << 20,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+        };
+        let profile = lookup("efficientnet-lite0-onnxruntime").unwrap();
+        let err = GrpcSut::connect(&config, profile, Arc::default())
+            .err()
+            .expect("nothing listens there")
+            .to_string();
+        assert!(
+            err.contains(&format!("cannot connect to 127.0.0.1:{port}"))
+                && err.contains("is the inference server running"),
+            "{err}"
+        );
+        let bad = GrpcSutConfig {
+            endpoints: vec!["http://exa mple:1".into()],
+            ..config.clone()
+        };
+        let err = GrpcSut::connect(&bad, profile, Arc::default())
+            .err()
+            .unwrap();
+        assert!(matches!(err, GrpcSutError::BadEndpoint { .. }), "{err}");
+        let none = GrpcSutConfig {
+            endpoints: vec![],
+            ..config
+        };
+        assert!(matches!(
+            GrpcSut::connect(&none, profile, Arc::default())
+                .err()
+                .unwrap(),
+            GrpcSutError::NoEndpoint
+        ));
+    }
+}

@@ -1,0 +1,278 @@
+//! End-to-end runs of every scenario against the in-process null SUT with the settings of the
+//! official reference runs; the produced files must parse, carry the reference's keys in the
+//! reference's order, reproduce every seed-derived value and be VALID.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use loadgen_client::null_sut::{MemoryQsl, NullSut};
+use loadgen_client::runner::{start_test, RunOptions, TestOutcome};
+use loadgen_client::settings::{LogSettings, TestMode, TestScenario};
+
+/// The probe's service time per chunk.
+const MS1: Duration = Duration::from_millis(1);
+
+/// Timing-sensitive runs are serialised so they do not compete for the CPU.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs with the probe's SUT model: `delay` per chunk of 8 samples (`None`: answer at once).
+fn run(
+    reference_dir: &str,
+    scenario: TestScenario,
+    mode: TestMode,
+    delay: Option<Duration>,
+) -> (TestOutcome, tempfile::TempDir) {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let out = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let settings = probe_settings(
+        &reference(reference_dir).join("user.conf"),
+        "resnet50",
+        scenario,
+        mode,
+    );
+    let sut = match delay {
+        Some(d) => NullSut::delayed("PySUT", d, 8),
+        None => NullSut::immediate("PySUT"),
+    };
+    let log = LogSettings {
+        outdir: out.path().to_path_buf(),
+        ..LogSettings::default()
+    };
+    let options = RunOptions {
+        audit_config: out.path().join("audit.config"),
+        ..RunOptions::default()
+    };
+    let outcome = start_test(
+        Arc::new(sut),
+        Arc::new(MemoryQsl::new("PyQSL", 5000, 1024)),
+        &settings,
+        &log,
+        &options,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    (outcome, out)
+}
+
+fn keys(entries: &[Entry]) -> Vec<String> {
+    entries.iter().map(|e| e.key.clone()).collect()
+}
+
+/// Keys whose values are fixed by the settings and seeds.
+const DETERMINISTIC: &[&str] = &[
+    "loadgen_version",
+    "loadgen_file_sha1",
+    "sut_name",
+    "qsl_name",
+    "qsl_reported_total_count",
+    "qsl_reported_performance_count",
+    "loaded_qsl_set",
+    "generated_samples_per_query",
+];
+
+fn check_against_reference(outcome: &TestOutcome, reference_dir: &str, server_like: bool) {
+    let ours = read_detail(&outcome.paths.detail);
+    let theirs = read_detail(&reference(reference_dir).join("mlperf_log_detail.txt"));
+    assert_eq!(
+        first(&ours, "result_validity"),
+        "VALID",
+        "{}",
+        outcome.summary_text
+    );
+    assert_eq!(keys(&ours), keys(&theirs), "detail key sequence");
+    assert_same_line_layout(
+        &outcome.paths.detail,
+        &reference(reference_dir).join("mlperf_log_detail.txt"),
+    );
+    for e in theirs
+        .iter()
+        .filter(|e| e.key.starts_with("requested_") || e.key.starts_with("effective_"))
+    {
+        assert_eq!(first(&ours, &e.key), e.value, "{}", e.key);
+    }
+    for key in DETERMINISTIC {
+        assert_eq!(values(&ours, key), values(&theirs, key), "{key}");
+    }
+    if server_like {
+        for key in [
+            "generated_query_count",
+            "generated_query_duration",
+            "result_query_count",
+        ] {
+            assert_eq!(values(&ours, key), values(&theirs, key), "{key}");
+        }
+    }
+    assert!(ours.iter().all(|e| !e.is_error), "no error lines");
+    assert_eq!(first(&ours, "result_validity"), "VALID");
+
+    let our_summary = std::fs::read_to_string(&outcome.paths.summary).unwrap_or_default();
+    let their_summary =
+        std::fs::read_to_string(reference(reference_dir).join("mlperf_log_summary.txt"))
+            .unwrap_or_default();
+    let our_lines: Vec<String> = our_summary.lines().map(mask_digits).collect();
+    let their_lines: Vec<String> = their_summary.lines().map(mask_digits).collect();
+    assert_eq!(our_lines, their_lines, "summary layout");
+    let params = |s: &str| {
+        s.split("Test Parameters Used")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        params(&our_summary),
+        params(&their_summary),
+        "test parameters block"
+    );
+    assert_eq!(outcome.valid(), Some(true));
+    assert!(outcome.metric().is_some());
+    assert_eq!(outcome.failed_samples, 0);
+}
+
+#[test]
+fn server_matches_reference() {
+    let (outcome, _dir) = run(
+        "Server",
+        TestScenario::Server,
+        TestMode::PerformanceOnly,
+        // Answering inside issue_query keeps p99 far below 15 ms even on a busy machine.
+        None,
+    );
+    let ours = read_detail(&outcome.paths.detail);
+    assert_eq!(first(&ours, "generated_query_count"), 2572);
+    assert_eq!(first(&ours, "generated_query_duration"), 5_001_366_707u64);
+    check_against_reference(&outcome, "Server", true);
+    assert_eq!(
+        std::fs::read_to_string(&outcome.paths.accuracy).unwrap_or_default(),
+        "[\n]\n"
+    );
+}
+
+#[test]
+fn single_stream_matches_reference() {
+    let (outcome, _dir) = run(
+        "SingleStream",
+        TestScenario::SingleStream,
+        TestMode::PerformanceOnly,
+        Some(MS1),
+    );
+    check_against_reference(&outcome, "SingleStream", false);
+    let ours = read_detail(&outcome.paths.detail);
+    assert_eq!(first(&ours, "generated_query_count"), 6001);
+    assert_eq!(first(&ours, "generated_query_duration"), 6_001_000_000u64);
+}
+
+#[test]
+fn multi_stream_matches_reference() {
+    let (outcome, _dir) = run(
+        "MultiStream",
+        TestScenario::MultiStream,
+        TestMode::PerformanceOnly,
+        Some(MS1),
+    );
+    check_against_reference(&outcome, "MultiStream", false);
+}
+
+#[test]
+fn offline_matches_reference() {
+    let (outcome, _dir) = run(
+        "Offline",
+        TestScenario::Offline,
+        TestMode::PerformanceOnly,
+        Some(MS1),
+    );
+    check_against_reference(&outcome, "Offline", true);
+}
+
+#[test]
+fn single_stream_accuracy_is_byte_identical() {
+    let (outcome, _dir) = run(
+        "SingleStream_AccuracyOnly",
+        TestScenario::SingleStream,
+        TestMode::AccuracyOnly,
+        None,
+    );
+    let dir = reference("SingleStream_AccuracyOnly");
+    let ours = std::fs::read(&outcome.paths.accuracy).unwrap_or_default();
+    let theirs = std::fs::read(dir.join("mlperf_log_accuracy.json")).unwrap_or_default();
+    assert_eq!(ours.len(), theirs.len());
+    assert!(ours == theirs, "accuracy json differs");
+    assert_eq!(outcome.accuracy_entries, 5000);
+    let summary = std::fs::read_to_string(&outcome.paths.summary).unwrap_or_default();
+    assert_eq!(
+        summary,
+        std::fs::read_to_string(dir.join("mlperf_log_summary.txt")).unwrap_or_default()
+    );
+    let detail = read_detail(&outcome.paths.detail);
+    let reference_detail = read_detail(&dir.join("mlperf_log_detail.txt"));
+    assert_same_line_layout(&outcome.paths.detail, &dir.join("mlperf_log_detail.txt"));
+    assert_eq!(keys(&detail), keys(&reference_detail));
+    for key in [
+        "loaded_qsl_set",
+        "generated_query_count",
+        "generated_query_duration",
+    ] {
+        assert_eq!(
+            values(&detail, key),
+            values(&reference_detail, key),
+            "{key}"
+        );
+    }
+    assert_eq!(outcome.valid(), None);
+}
+
+#[test]
+fn failed_samples_are_counted_and_logged() {
+    use loadgen_client::sut::{QuerySample, ResponseSink, SampleResponse, Sut};
+    struct Failing;
+    impl Sut for Failing {
+        fn name(&self) -> String {
+            "failing".to_string()
+        }
+        fn issue_query(&self, samples: Vec<QuerySample>, sink: ResponseSink) {
+            sink.complete(
+                samples
+                    .iter()
+                    .map(|s| SampleResponse {
+                        id: s.id,
+                        error: (s.id % 2 == 0).then(|| "boom".to_string()),
+                        ..SampleResponse::default()
+                    })
+                    .collect(),
+            );
+        }
+    }
+    let out = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut settings = loadgen_client::settings::TestSettings {
+        mode: TestMode::AccuracyOnly,
+        ..Default::default()
+    };
+    settings.performance_sample_count_override = 10;
+    let outcome = start_test(
+        Arc::new(Failing),
+        Arc::new(MemoryQsl::new("q", 10, 10)),
+        &settings,
+        &LogSettings {
+            outdir: out.path().to_path_buf(),
+            enable_trace: false,
+            ..LogSettings::default()
+        },
+        &RunOptions {
+            audit_config: out.path().join("none"),
+            ..RunOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outcome.failed_samples, 5);
+    assert_eq!(outcome.errors, 5);
+    let detail = read_detail(&outcome.paths.detail);
+    assert_eq!(detail.iter().filter(|e| e.is_error).count(), 5);
+    assert!(outcome
+        .summary_text
+        .ends_with("\n5 ERRORS encountered. See detailed log.\n"));
+    assert!(Path::new(&outcome.paths.accuracy).exists());
+}
