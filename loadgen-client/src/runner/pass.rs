@@ -52,6 +52,8 @@ struct PassInner {
     latencies: Vec<i64>,
     /// Server timings of the samples that reported them, by sample position.
     timings: Vec<(usize, ServerTiming)>,
+    /// Completed samples whose accuracy-log and trace entries are written too; the pass ends
+    /// only when this reaches the issued count, so no entry is written after the log closes.
     recorded: usize,
     queries_completed: usize,
     max_latency: i64,
@@ -235,7 +237,6 @@ impl CompletionHandler for Router {
                 if let Some(t) = r.server_timing {
                     inner.timings.push((i, t));
                 }
-                inner.recorded += 1;
                 inner.max_latency = inner.max_latency.max(latency);
                 inner.max_completion = inner.max_completion.max(completed_at);
                 inner.remaining[qi] -= 1;
@@ -274,6 +275,8 @@ impl CompletionHandler for Router {
             self.runtime_error(completed_at, site, message);
         }
         self.log_completions(&pass, completed_at, &responses, &done);
+        lock(&pass.inner).recorded += done.len();
+        pass.changed.notify_all();
     }
 }
 
