@@ -22,9 +22,6 @@ pub enum ConfType {
     UserConf,
     /// audit.config (compliance tests), read with model `*`.
     AuditConfig,
-    /// Overrides given on the command line, applied after the files: the user.conf keys,
-    /// without loading mlperf.conf again or counting as another conf file.
-    CommandLine,
 }
 
 /// Why a config file was not applied.
@@ -41,9 +38,15 @@ pub enum ConfigError {
 
 /// Applies config files in sequence, like successive `FromConfig` calls in one process, and
 /// keeps the detail-log lines they produce.
+///
+/// Unlike the official library, a session can take a replacement for the embedded mlperf.conf
+/// ([`ConfigSession::apply_rules_file`]); a user.conf applied afterwards then builds on that file
+/// instead of re-applying the embedded one.
 #[derive(Debug, Default)]
 pub struct ConfigSession {
     user_conf_count: usize,
+    /// A replacement rules file was applied: the first user.conf must not apply the embedded one.
+    rules_replaced: bool,
     /// Lines for the detail log (`error_invalid_config`, ...), in the order they happened.
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -88,6 +91,23 @@ impl ConfigSession {
         )
     }
 
+    /// Applies `path` in place of the embedded mlperf.conf (as [`ConfType::MlperfConf`], so it
+    /// may set the seeds and the other rules-only keys). A later [`ConfType::UserConf`] file
+    /// then applies on top of it: the embedded mlperf.conf is not applied, and that user.conf
+    /// still cannot set the rules-only keys. Not valid for submissions (the official library
+    /// always starts from its embedded file).
+    pub fn apply_rules_file(
+        &mut self,
+        settings: &mut TestSettings,
+        path: &Path,
+        model: &str,
+        scenario: &str,
+    ) -> Result<(), ConfigError> {
+        self.apply_file(settings, path, model, scenario, ConfType::MlperfConf)?;
+        self.rules_replaced = true;
+        Ok(())
+    }
+
     /// `FromConfig` for text already in memory (`conf_type` MlperfConf applies the text given).
     pub fn apply_text(
         &mut self,
@@ -112,6 +132,10 @@ impl ConfigSession {
             return;
         }
         if self.user_conf_count == 0 {
+            if self.rules_replaced {
+                self.user_conf_count += 1;
+                return;
+            }
             // The embedded file is always valid, so this cannot fail.
             let _ = self.apply_parsed(
                 settings,
@@ -560,22 +584,74 @@ mod tests {
             .starts_with("Multiple conf files"));
     }
 
+    /// Writes `text` to a file in a fresh temporary folder (kept alive by the returned guard).
+    fn conf_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let path = dir.path().join("rules.conf");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        (dir, path)
+    }
+
     #[test]
-    fn command_line_overrides_sit_above_user_conf() {
-        let (mut s, mut session, r) = with_user_conf("*.Server.target_qps = 100\n", "Server");
-        assert!(r.is_ok());
+    fn replaced_rules_file_is_the_base_of_user_conf() {
+        let (_dir, rules) =
+            conf_file("*.*.qsl_rng_seed = 7\n*.Server.target_latency = 33\n*.*.min_duration = 5\n");
+        let mut s = TestSettings::default();
+        let mut session = ConfigSession::new();
+        session
+            .apply_rules_file(&mut s, &rules, "resnet50", "Server")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.qsl_rng_seed, 7, "a rules file may set the seeds");
         session
             .apply_text(
                 &mut s,
-                "resnet50.Server.target_qps = 250\n*.*.schedule_rng_seed = 1\n",
+                "*.*.min_duration = 9\n*.*.sample_index_rng_seed = 3\n*.*.test05 = 1\n",
                 "resnet50",
                 "Server",
-                ConfType::CommandLine,
+                ConfType::UserConf,
             )
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.server_target_qps, 250.0);
-        assert_eq!(s.schedule_rng_seed, 16_159_082_839_903_944_936);
-        assert!(session.diagnostics.is_empty());
+        assert_eq!(
+            s.min_duration_ms, 9,
+            "user.conf still overrides the rules file"
+        );
+        assert_eq!(
+            s.server_target_latency_ns, 33_000_000,
+            "the embedded mlperf.conf (15 ms for resnet50) was not re-applied"
+        );
+        assert_eq!(s.qsl_rng_seed, 7);
+        assert_eq!(s.sample_index_rng_seed, 0, "user.conf cannot set seeds");
+        assert!(!s.test05);
+        assert_eq!(s.performance_sample_count_override, 0);
+        assert!(
+            session.diagnostics.is_empty(),
+            "one user.conf is not 'multiple'"
+        );
+    }
+
+    #[test]
+    fn replaced_rules_file_errors() {
+        let mut s = TestSettings::default();
+        let mut session = ConfigSession::new();
+        let r = session.apply_rules_file(
+            &mut s,
+            Path::new("/nonexistent/rules.conf"),
+            "resnet50",
+            "Server",
+        );
+        assert!(matches!(r, Err(ConfigError::Open { .. })), "{r:?}");
+        let (_dir, rules) = conf_file("*.*.qsl_rng_seed = 7 x\n");
+        let r = session.apply_rules_file(&mut s, &rules, "resnet50", "Server");
+        assert!(
+            matches!(r, Err(ConfigError::Invalid { errors: 1, .. })),
+            "{r:?}"
+        );
+        assert_eq!(s.qsl_rng_seed, 0);
+        // A failed replacement leaves the embedded file in charge of the next user.conf.
+        session
+            .apply_text(&mut s, "", "resnet50", "Server", ConfType::UserConf)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.qsl_rng_seed, 2_085_463_073_848_966_840);
     }
 
     #[test]

@@ -1,4 +1,21 @@
 //! `loadgen-client`: runs an MLPerf LoadGen test against a KServe v2 gRPC inference server.
+//!
+//! Settings are built like the official harnesses build them: mlperf.conf (embedded, or
+//! `--mlperf-conf`), then `--user-conf` through the official `FromConfig` rules, then the
+//! command-line options assigned directly to the `TestSettings` fields.
+//!
+//! Config files: a file that cannot be read (`--user-conf`, `--mlperf-conf`) is a usage error
+//! (exit 2) before anything runs — the official harnesses check that user.conf exists before
+//! calling `FromConfig`, which would otherwise only log "can't open file" and carry on. A
+//! user.conf that exists but does not parse is handled as the official LoadGen handles it: its
+//! `error_invalid_config` lines open the detail log, nothing from that file is applied, and the
+//! test runs (a warning is printed). An invalid `--mlperf-conf` is a usage error, since running
+//! without any rules file would silently use zero seeds.
+//!
+//! Exit status: 0 when the test ran and every sample completed; 1 when it could not run (dataset,
+//! connection, unknown model, I/O); 2 for bad options or unreadable config files; 3 when the test
+//! ran to the end and wrote its logs but some samples failed (e.g. the server went away): the
+//! summary then reports the errors and the result is not usable.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,7 +26,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 
 use loadgen_client::accuracy::{self, AccuracyLog};
-use loadgen_client::config::{ConfType, ConfigSession, MLPERF_CONF};
+use loadgen_client::config::{ConfType, ConfigError, ConfigSession, MLPERF_CONF};
 use loadgen_client::dataset::coco::CocoSource;
 use loadgen_client::dataset::imagenet::ImagenetSource;
 use loadgen_client::dataset::synthetic::SyntheticSource;
@@ -62,15 +79,19 @@ enum DatasetKind {
     long_about = None,
     after_help = "Settings precedence: command line > --user-conf > mlperf.conf (built in, or \
                   --mlperf-conf). Results go to --output-dir; accuracy modes also write \
-                  accuracy.txt there."
+                  accuracy.txt there. An invalid user.conf is logged (error_invalid_config) and \
+                  ignored, as the official LoadGen does.\n\nExit status: 0 success; 1 the test \
+                  could not run; 2 bad options or unreadable config file; 3 the test ran and \
+                  wrote its logs but some samples failed."
 )]
 struct Cli {
     /// MLPerf scenario.
     #[arg(long, value_enum, default_value = "SingleStream")]
     scenario: Scenario,
-    /// Test mode. FindPeakPerformance needs --scenario Server.
-    #[arg(long, value_enum, default_value = "PerformanceOnly")]
-    mode: Mode,
+    /// Test mode; overrides user.conf's `mode`. FindPeakPerformance needs --scenario Server
+    /// [default: user.conf's mode, else PerformanceOnly].
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
     /// Shorthand for --mode AccuracyOnly: every sample once, logged, then scored.
     #[arg(long, conflicts_with = "mode")]
     accuracy: bool,
@@ -115,16 +136,17 @@ struct Cli {
     /// user.conf with the system's settings (target QPS, latencies, ...).
     #[arg(long, value_name = "FILE")]
     user_conf: Option<PathBuf>,
-    /// Target QPS: Server's target_qps and Offline's expected QPS.
+    /// Target QPS: Server's target_qps and Offline's expected QPS (over the conf files).
     #[arg(long)]
     qps: Option<f64>,
-    /// Latency bound in seconds: Server's target latency and MultiStream's expected latency.
+    /// Latency bound in seconds: Server's target latency and MultiStream's expected latency
+    /// (over the conf files).
     #[arg(long, value_name = "SECONDS")]
     max_latency: Option<f64>,
-    /// Minimum test duration in seconds.
+    /// Minimum test duration in seconds (min_duration, over the conf files).
     #[arg(long, value_name = "SECONDS")]
     time: Option<u64>,
-    /// MultiStream samples per query.
+    /// MultiStream samples per query (over the conf files).
     #[arg(long)]
     samples_per_query: Option<u64>,
     /// Largest request: queries with more samples are split [default: 32 in Offline,
@@ -138,8 +160,9 @@ struct Cli {
     /// overflowing (requests it still refuses as overloaded are retried).
     #[arg(long, value_name = "MB", default_value_t = 48)]
     inflight_mb: usize,
-    /// Samples loaded into RAM for performance runs [default: the profile's, at most the
-    /// dataset size].
+    /// Samples loaded into RAM for performance runs: the QSL's performance count (at most the
+    /// dataset size) and performance_sample_count_override, over user.conf and mlperf.conf
+    /// [default: the profile's count, and the conf files' override].
     #[arg(long)]
     performance_sample_count: Option<usize>,
     /// Folder caching preprocessed tensors across runs.
@@ -161,16 +184,63 @@ struct Cli {
 enum CliError {
     #[error("{0}")]
     Usage(String),
+    /// A config file the run cannot do without.
+    #[error("{option}: {source}{details}")]
+    Config {
+        option: &'static str,
+        source: ConfigError,
+        /// The file's own error lines, `; `-separated, or empty.
+        details: String,
+    },
     #[error(transparent)]
     Dataset(#[from] loadgen_client::dataset::DatasetError),
-    #[error(transparent)]
-    Config(#[from] loadgen_client::config::ConfigError),
     #[error(transparent)]
     Sut(#[from] loadgen_client::grpc_sut::GrpcSutError),
     #[error(transparent)]
     Run(#[from] runner::LoadgenError),
     #[error("accuracy: {0}")]
     Accuracy(#[from] accuracy::AccuracyError),
+    #[error(
+        "{failed} sample(s) failed (see the SUT errors above and error_runtime in {detail}); \
+         the logs were written but the result is not usable"
+    )]
+    FailedSamples { failed: u64, detail: PathBuf },
+}
+
+impl CliError {
+    /// The process exit status (see the crate documentation).
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) | CliError::Config { .. } => 2,
+            CliError::FailedSamples { .. } => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// The config-file error of `option`, with the file's error lines added after `first_line`.
+fn config_error(
+    option: &'static str,
+    source: ConfigError,
+    diagnostics: &[Diagnostic],
+    first_line: usize,
+) -> CliError {
+    let lines: Vec<&str> = diagnostics
+        .get(first_line..)
+        .unwrap_or_default()
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    let details = if lines.is_empty() || matches!(source, ConfigError::Open { .. }) {
+        String::new()
+    } else {
+        format!(" ({})", lines.join("; "))
+    };
+    CliError::Config {
+        option,
+        source,
+        details,
+    }
 }
 
 impl Cli {
@@ -183,16 +253,17 @@ impl Cli {
         }
     }
 
-    fn mode(&self) -> TestMode {
+    /// The mode given on the command line, if any.
+    fn mode(&self) -> Option<TestMode> {
         if self.accuracy {
-            return TestMode::AccuracyOnly;
+            return Some(TestMode::AccuracyOnly);
         }
-        match self.mode {
+        self.mode.map(|mode| match mode {
             Mode::PerformanceOnly => TestMode::PerformanceOnly,
             Mode::AccuracyOnly => TestMode::AccuracyOnly,
             Mode::SubmissionRun => TestMode::SubmissionRun,
             Mode::FindPeakPerformance => TestMode::FindPeakPerformance,
-        }
+        })
     }
 
     fn dataset(&self) -> DatasetKind {
@@ -205,7 +276,7 @@ impl Cli {
     /// Checks combinations clap cannot express.
     fn validate(&self) -> Result<(), CliError> {
         let usage = |m: &str| Err(CliError::Usage(m.to_string()));
-        if self.mode() == TestMode::FindPeakPerformance && self.scenario != Scenario::Server {
+        if self.mode() == Some(TestMode::FindPeakPerformance) && self.scenario != Scenario::Server {
             return usage("--mode FindPeakPerformance needs --scenario Server");
         }
         if self.threads == 0 {
@@ -219,6 +290,9 @@ impl Cli {
         }
         if self.count == Some(0) {
             return usage("--count must be at least 1");
+        }
+        if self.performance_sample_count == Some(0) {
+            return usage("--performance-sample-count must be at least 1");
         }
         if self.qps.is_some_and(|q| !(q > 0.0 && q.is_finite())) {
             return usage("--qps must be a positive number");
@@ -247,46 +321,48 @@ impl Cli {
         };
         let scenario = settings.scenario.as_str();
         let mut session = ConfigSession::new();
-        match (&self.mlperf_conf, &self.user_conf) {
-            // A replaced rules file is the base; user.conf then applies on top of it.
-            (Some(rules), user) => {
-                session.apply_file(
-                    &mut settings,
-                    rules,
-                    mlperf_model,
-                    scenario,
-                    ConfType::MlperfConf,
-                )?;
-                if let Some(user) = user {
-                    session.apply_file(
-                        &mut settings,
-                        user,
-                        mlperf_model,
-                        scenario,
-                        ConfType::MlperfConf,
-                    )?;
-                }
-            }
-            (None, Some(user)) => {
-                session.apply_file(
+        if let Some(rules) = &self.mlperf_conf {
+            session
+                .apply_rules_file(&mut settings, rules, mlperf_model, scenario)
+                .map_err(|e| config_error("--mlperf-conf", e, &session.diagnostics, 0))?;
+        }
+        match &self.user_conf {
+            Some(user) => {
+                let first_line = session.diagnostics.len();
+                match session.apply_file(
                     &mut settings,
                     user,
                     mlperf_model,
                     scenario,
                     ConfType::UserConf,
-                )?;
+                ) {
+                    Ok(()) => {}
+                    // The official LoadGen logs the bad lines and runs without the file.
+                    Err(e @ ConfigError::Invalid { .. }) => eprintln!(
+                        "warning: {}; the test runs without it, and the detail log records \
+                         error_invalid_config, as with the official LoadGen",
+                        config_error("--user-conf", e, &session.diagnostics, first_line)
+                    ),
+                    Err(e @ ConfigError::Open { .. }) => {
+                        return Err(config_error("--user-conf", e, &session.diagnostics, 0))
+                    }
+                }
             }
-            (None, None) => {
-                session.apply_text(
+            None if self.mlperf_conf.is_none() => {
+                // The embedded file is always valid.
+                let _ = session.apply_text(
                     &mut settings,
                     MLPERF_CONF,
                     mlperf_model,
                     scenario,
                     ConfType::MlperfConf,
-                )?;
+                );
             }
+            None => {}
         }
-        settings.mode = self.mode();
+        if let Some(mode) = self.mode() {
+            settings.mode = mode;
+        }
         if let Some(qps) = self.qps {
             settings.server_target_qps = qps;
             settings.offline_expected_qps = qps;
@@ -301,6 +377,9 @@ impl Cli {
         }
         if let Some(n) = self.samples_per_query {
             settings.multi_stream_samples_per_query = n;
+        }
+        if let Some(n) = self.performance_sample_count {
+            settings.performance_sample_count_override = n as u64;
         }
         Ok((settings, session.diagnostics))
     }
@@ -415,6 +494,12 @@ fn run(cli: &Cli) -> Result<(), CliError> {
     ) {
         score_accuracy(&outcome.paths.accuracy, &cli.output_dir, &truth)?;
     }
+    if outcome.failed_samples > 0 {
+        return Err(CliError::FailedSamples {
+            failed: outcome.failed_samples,
+            detail: outcome.paths.detail.clone(),
+        });
+    }
     Ok(())
 }
 
@@ -429,12 +514,6 @@ fn report(outcome: &TestOutcome) {
         println!(
             "\n{} = {} {} ({verdict})",
             metric.key, metric.value, metric.unit
-        );
-    }
-    if outcome.failed_samples > 0 {
-        println!(
-            "warning: {} samples failed (see the SUT errors above and in the detail log)",
-            outcome.failed_samples
         );
     }
     let paths = &outcome.paths;
@@ -463,10 +542,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(match e {
-                CliError::Usage(_) => 2,
-                _ => 1,
-            })
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -532,7 +608,11 @@ mod tests {
         )
         .unwrap();
         let user = dir.path().join("user.conf");
-        std::fs::write(&user, "*.Offline.min_query_count = 9\n").unwrap();
+        std::fs::write(
+            &user,
+            "*.Offline.min_query_count = 9\n*.*.schedule_rng_seed = 5\n",
+        )
+        .unwrap();
         let args = [
             "--scenario",
             "Offline",
@@ -541,18 +621,78 @@ mod tests {
             "--user-conf",
             user.to_str().unwrap(),
         ];
-        let (s, _) = cli(&args).settings("resnet50").unwrap();
+        let (s, diagnostics) = cli(&args).settings("resnet50").unwrap();
         assert_eq!((s.min_duration_ms, s.min_query_count), (5000, 9));
+        assert_eq!(s.schedule_rng_seed, 0, "user.conf cannot set seeds");
+        assert_eq!(
+            s.performance_sample_count_override, 0,
+            "the embedded mlperf.conf (1024 for resnet50) is not applied"
+        );
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+
+        std::fs::write(&rules, "*.*.qsl_rng_seed = 1 # bad\n").unwrap();
+        let err = cli(&args).settings("resnet50").unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string()
+                .contains("value needs to be integer or double, line=1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_user_conf_is_logged_and_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("user.conf");
+        std::fs::write(
+            &user,
+            "*.Server.target_qps = 50\n*.Server.min_duration = 1000 ms\n",
+        )
+        .unwrap();
+        let args = [
+            "--scenario",
+            "Server",
+            "--user-conf",
+            user.to_str().unwrap(),
+        ];
+        let (s, diagnostics) = cli(&args).settings("resnet50").unwrap();
+        assert_eq!(s.server_target_qps, 1.0, "nothing from the file applies");
+        assert_eq!(
+            s.server_target_latency_ns, 15_000_000,
+            "mlperf.conf applies"
+        );
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        assert_eq!(diagnostics[0].key, "error_invalid_config");
+    }
+
+    #[test]
+    fn mode_comes_from_user_conf_unless_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("user.conf");
+        std::fs::write(&user, "*.*.mode = 1\n").unwrap();
+        let user = user.to_str().unwrap();
+        let (s, _) = cli(&[]).settings("resnet50").unwrap();
+        assert_eq!(s.mode, TestMode::PerformanceOnly);
+        let (s, _) = cli(&["--user-conf", user]).settings("resnet50").unwrap();
+        assert_eq!(s.mode, TestMode::AccuracyOnly);
+        let (s, _) = cli(&["--user-conf", user, "--mode", "PerformanceOnly"])
+            .settings("resnet50")
+            .unwrap();
+        assert_eq!(s.mode, TestMode::PerformanceOnly);
     }
 
     #[test]
     fn missing_conf_and_bad_combinations_are_errors() {
         let err = cli(&["--user-conf", "/nonexistent/user.conf"])
             .settings("resnet50")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("/nonexistent/user.conf"), "{err}");
-        let cases: [(&[&str], &str); 5] = [
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let err = err.to_string();
+        assert!(
+            err.contains("--user-conf: can't open file /nonexistent/user.conf"),
+            "{err}"
+        );
+        let cases: [(&[&str], &str); 6] = [
             (
                 &["--mode", "FindPeakPerformance"],
                 "needs --scenario Server",
@@ -564,6 +704,10 @@ mod tests {
                 "cannot be combined",
             ),
             (&["--count", "0"], "--count"),
+            (
+                &["--performance-sample-count", "0"],
+                "--performance-sample-count",
+            ),
         ];
         for (args, expected) in cases {
             let err = cli(args).validate().unwrap_err().to_string();

@@ -1,8 +1,11 @@
 //! The `loadgen-client` binary: exit codes and messages on bad input, and complete runs
 //! against the in-process null SUT.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use serde_json::Value;
 
 fn run(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_loadgen-client"))
@@ -18,6 +21,373 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Writes an 8×8 gray PNG per label (pixel value = index) and `val_map.txt` into `dir/data`.
+fn digits_dataset(dir: &Path, labels: &[u32]) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut list = String::new();
+    for (i, label) in labels.iter().enumerate() {
+        let name = format!("img{i}.png");
+        image::GrayImage::from_pixel(8, 8, image::Luma([i as u8]))
+            .save(data.join(&name))
+            .unwrap();
+        list.push_str(&format!("{name} {label}\n"));
+    }
+    std::fs::write(data.join("val_map.txt"), list).unwrap();
+    data
+}
+
+/// One detail-log line: its value and whether it is an error.
+struct Entry {
+    value: Value,
+    is_error: bool,
+}
+
+/// The detail log as the submission checker reads it: line 1 must be a marker line, every
+/// marker line must be JSON, and the first occurrence of a key wins. Also returns the keys of
+/// the error lines in order.
+fn read_detail(path: &Path) -> (HashMap<String, Entry>, Vec<String>) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(text.starts_with(":::MLLOG"), "line 1 of {}", path.display());
+    let mut entries = HashMap::new();
+    let mut errors = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with(":::MLLOG")) {
+        let json: Value =
+            serde_json::from_str(&line[8..]).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let key = json["key"].as_str().expect("a key").to_string();
+        let is_error = json["metadata"]["is_error"] == Value::Bool(true);
+        if is_error {
+            errors.push(key.clone());
+        }
+        entries.entry(key).or_insert(Entry {
+            value: json["value"].clone(),
+            is_error,
+        });
+    }
+    (entries, errors)
+}
+
+/// Runs the null SUT on a 5-image digits data set in `dir` with `args` added, expects success
+/// and returns the detail log.
+fn null_run(dir: &Path, args: &[&str]) -> (HashMap<String, Entry>, Vec<String>) {
+    let data = digits_dataset(dir, &[0, 1, 2, 3, 4]);
+    let out_dir = dir.join("out");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let mut all = vec![
+        "--endpoint",
+        "null",
+        "--profile",
+        "digits-cnn",
+        "--dataset-path",
+        data.to_str().unwrap(),
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let out = run(&all, dir);
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    read_detail(&out_dir.join("mlperf_log_detail.txt"))
+}
+
+/// Asserts `key = expected` for each pair.
+fn assert_keys(log: &HashMap<String, Entry>, expected: &[(&str, Value)], case: &str) {
+    for (key, want) in expected {
+        let got = log
+            .get(*key)
+            .map(|e| &e.value)
+            .unwrap_or_else(|| panic!("{case}: no {key}"));
+        // Doubles are logged in %g form (`1e+07`), so numbers compare by value.
+        let same = match (got.as_u64(), want.as_u64()) {
+            (Some(a), Some(b)) => a == b,
+            _ => match (got.as_f64(), want.as_f64()) {
+                (Some(a), Some(b)) => a == b,
+                _ => got == want,
+            },
+        };
+        assert!(same, "{case}: {key} is {got}, expected {want}");
+    }
+}
+
+const OFFICIAL_QSL_SEED: u64 = 2_085_463_073_848_966_840;
+
+#[test]
+fn mlperf_conf_applies_without_user_conf() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, errors) = null_run(dir.path(), &["--accuracy"]);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_keys(
+        &log,
+        &[
+            ("requested_test_mode", "AccuracyOnly".into()),
+            (
+                "requested_single_stream_expected_latency_ns",
+                10_000_000.into(),
+            ),
+            (
+                "requested_single_stream_target_latency_percentile",
+                0.9.into(),
+            ),
+            ("requested_min_duration_ms", 600_000.into()),
+            ("requested_performance_sample_count_override", 1024.into()),
+            ("requested_qsl_rng_seed", OFFICIAL_QSL_SEED.into()),
+            ("effective_target_qps", 100.into()),
+            ("effective_min_duration_ms", 600_000.into()),
+            ("effective_performance_sample_count", 1024.into()),
+            ("qsl_reported_performance_count", 5.into()),
+        ],
+        "mlperf.conf",
+    );
+}
+
+/// user.conf for the Server precedence tests; its seed line must be ignored.
+const SERVER_USER_CONF: &str = "*.Server.target_qps = 2000\n*.Server.target_latency = 50\n\
+resnet50.*.min_duration = 1234\n*.*.performance_sample_count_override = 3\n\
+*.*.qsl_rng_seed = 5\n";
+
+#[test]
+fn user_conf_overrides_mlperf_conf() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = dir.path().join("user.conf");
+    std::fs::write(&user, SERVER_USER_CONF).unwrap();
+    let args = [
+        "--scenario",
+        "Server",
+        "--accuracy",
+        "--user-conf",
+        user.to_str().unwrap(),
+    ];
+    let (log, errors) = null_run(dir.path(), &args);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_keys(
+        &log,
+        &[
+            ("requested_server_target_qps", 2000.into()),
+            ("effective_target_qps", 2000.into()),
+            ("requested_server_target_latency_ns", 50_000_000.into()),
+            ("effective_target_latency_ns", 50_000_000.into()),
+            ("requested_server_target_latency_percentile", 0.99.into()),
+            ("requested_min_duration_ms", 1234.into()),
+            ("effective_min_duration_ms", 1234.into()),
+            ("requested_performance_sample_count_override", 3.into()),
+            ("effective_performance_sample_count", 3.into()),
+            ("requested_qsl_rng_seed", OFFICIAL_QSL_SEED.into()),
+            ("effective_qsl_rng_seed", OFFICIAL_QSL_SEED.into()),
+        ],
+        "user.conf",
+    );
+}
+
+#[test]
+fn command_line_overrides_user_conf() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = dir.path().join("user.conf");
+    std::fs::write(
+        &user,
+        format!("{SERVER_USER_CONF}*.MultiStream.samples_per_query = 4\n"),
+    )
+    .unwrap();
+    let user = user.to_str().unwrap();
+    let args = [
+        "--scenario",
+        "Server",
+        "--accuracy",
+        "--user-conf",
+        user,
+        "--qps",
+        "3000",
+        "--max-latency",
+        "0.02",
+        "--time",
+        "2",
+        "--performance-sample-count",
+        "4",
+    ];
+    let (log, _) = null_run(dir.path(), &args);
+    assert_keys(
+        &log,
+        &[
+            ("requested_server_target_qps", 3000.into()),
+            ("effective_target_qps", 3000.into()),
+            ("requested_server_target_latency_ns", 20_000_000.into()),
+            ("effective_target_latency_ns", 20_000_000.into()),
+            ("requested_min_duration_ms", 2000.into()),
+            ("effective_min_duration_ms", 2000.into()),
+            ("requested_performance_sample_count_override", 4.into()),
+            ("effective_performance_sample_count", 4.into()),
+            ("qsl_reported_performance_count", 4.into()),
+        ],
+        "command line, Server",
+    );
+
+    let args = [
+        "--scenario",
+        "MultiStream",
+        "--accuracy",
+        "--user-conf",
+        user,
+        "--samples-per-query",
+        "2",
+        "--max-latency",
+        "0.03",
+    ];
+    let (log, _) = null_run(dir.path(), &args);
+    assert_keys(
+        &log,
+        &[
+            ("requested_multi_stream_samples_per_query", 2.into()),
+            ("effective_samples_per_query", 2.into()),
+            (
+                "requested_multi_stream_expected_latency_ns",
+                30_000_000.into(),
+            ),
+        ],
+        "command line, MultiStream",
+    );
+}
+
+#[test]
+fn mode_comes_from_user_conf_unless_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = dir.path().join("user.conf");
+    std::fs::write(&user, "*.*.mode = 1\n*.*.min_query_count = 10\n").unwrap();
+    let user = user.to_str().unwrap();
+    let (log, _) = null_run(dir.path(), &["--user-conf", user]);
+    assert_keys(
+        &log,
+        &[
+            ("requested_test_mode", "AccuracyOnly".into()),
+            ("effective_test_mode", "AccuracyOnly".into()),
+        ],
+        "user.conf mode",
+    );
+    let args = [
+        "--user-conf",
+        user,
+        "--mode",
+        "PerformanceOnly",
+        "--time",
+        "0",
+    ];
+    let (log, _) = null_run(dir.path(), &args);
+    assert_keys(
+        &log,
+        &[
+            ("requested_test_mode", "PerformanceOnly".into()),
+            ("effective_test_mode", "PerformanceOnly".into()),
+            ("effective_min_query_count", 10.into()),
+            ("effective_min_duration_ms", 0.into()),
+        ],
+        "--mode over user.conf",
+    );
+}
+
+#[test]
+fn invalid_user_conf_is_logged_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = dir.path().join("user.conf");
+    std::fs::write(
+        &user,
+        "*.SingleStream.target_latency = 1\n*.*.min_duration = 321 # note\n",
+    )
+    .unwrap();
+    let (log, errors) = null_run(
+        dir.path(),
+        &["--accuracy", "--user-conf", user.to_str().unwrap()],
+    );
+    assert_eq!(
+        errors,
+        ["error_invalid_config"],
+        "exactly the official error"
+    );
+    assert!(log["error_invalid_config"].is_error);
+    assert_eq!(
+        log["error_invalid_config"].value,
+        "value needs to be integer or double, line=2"
+    );
+    assert_keys(
+        &log,
+        &[
+            (
+                "requested_single_stream_expected_latency_ns",
+                10_000_000.into(),
+            ),
+            ("requested_min_duration_ms", 600_000.into()),
+            ("requested_qsl_rng_seed", OFFICIAL_QSL_SEED.into()),
+        ],
+        "nothing applied from the invalid file",
+    );
+    let summary = std::fs::read_to_string(dir.path().join("out/mlperf_log_summary.txt")).unwrap();
+    assert!(
+        summary.contains("1 ERROR encountered. See detailed log."),
+        "{summary}"
+    );
+}
+
+#[test]
+fn replaced_mlperf_conf_is_the_base_and_user_conf_cannot_set_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.conf");
+    std::fs::write(
+        &rules,
+        "*.*.qsl_rng_seed = 7\n*.SingleStream.target_latency = 4\n*.*.min_duration = 100\n",
+    )
+    .unwrap();
+    let user = dir.path().join("user.conf");
+    std::fs::write(&user, "*.*.qsl_rng_seed = 5\n*.*.min_duration = 200\n").unwrap();
+    let args = [
+        "--accuracy",
+        "--mlperf-conf",
+        rules.to_str().unwrap(),
+        "--user-conf",
+        user.to_str().unwrap(),
+    ];
+    let (log, errors) = null_run(dir.path(), &args);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_keys(
+        &log,
+        &[
+            ("requested_qsl_rng_seed", 7.into()),
+            ("requested_sample_index_rng_seed", 0.into()),
+            (
+                "requested_single_stream_expected_latency_ns",
+                4_000_000.into(),
+            ),
+            ("requested_min_duration_ms", 200.into()),
+            // The embedded mlperf.conf's 1024 for resnet50 is not applied.
+            ("requested_performance_sample_count_override", 0.into()),
+            ("effective_performance_sample_count", 5.into()),
+        ],
+        "--mlperf-conf",
+    );
+}
+
+#[test]
+fn unreadable_config_files_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for option in ["--user-conf", "--mlperf-conf"] {
+        let out = run(
+            &[
+                "--endpoint",
+                "null",
+                "--profile",
+                "digits-cnn",
+                "--dataset",
+                "synthetic",
+                option,
+                "missing.conf",
+            ],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("{option}: can't open file missing.conf")),
+            "{}",
+            text(&out)
+        );
+        assert!(!dir.path().join("output").exists(), "nothing ran");
+    }
 }
 
 #[test]
@@ -115,19 +485,8 @@ fn help_lists_the_options_users_know() {
 fn accuracy_run_against_the_null_sut_writes_scored_accuracy_txt() {
     use sha2::{Digest, Sha256};
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
     // The null SUT answers float32(index): labels equal to the index for 3 of 5 samples.
-    let labels = [0, 1, 7, 3, 9];
-    let mut list = String::new();
-    for (i, label) in labels.iter().enumerate() {
-        let name = format!("img{i}.png");
-        image::GrayImage::from_pixel(8, 8, image::Luma([i as u8]))
-            .save(data.join(&name))
-            .unwrap();
-        list.push_str(&format!("{name} {label}\n"));
-    }
-    std::fs::write(data.join("val_map.txt"), list).unwrap();
+    let data = digits_dataset(dir.path(), &[0, 1, 7, 3, 9]);
     let args = [
         "--endpoint",
         "null",

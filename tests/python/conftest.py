@@ -78,3 +78,50 @@ def digits_test_set():
         images.append(pixels / np.float32(255.0))
         labels.append(int(label))
     return np.stack(images)[:, None, :, :], np.array(labels, dtype=np.int64)
+
+
+# --- loadgen-client end-to-end tests (test_loadgen_e2e.py) ---------------------------------------
+
+ENV_CLIENT = "LOADGEN_CLIENT"
+
+
+def _binary(path_text):
+    path = Path(path_text)
+    return path if path.is_absolute() else ROOT / path
+
+
+@pytest.fixture(scope="session")
+def loadgen_client():
+    """Path of the loadgen-client binary named by LOADGEN_CLIENT (scripts/python_tests.sh sets it)."""
+    value = os.environ.get(ENV_CLIENT, "").strip()
+    if not value:
+        pytest.skip(f"{ENV_CLIENT} is not set: build with `cargo build -p loadgen-client` and set "
+                    f"{ENV_CLIENT}=target/debug/loadgen-client (scripts/python_tests.sh does both)")
+    path = _binary(value)
+    if not path.is_file():
+        pytest.fail(f"{ENV_CLIENT}={value} does not exist; run `cargo build -p loadgen-client`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def inference_server_bin(loadgen_client):
+    """The inference-server binary: INFERENCE_SERVER_BIN, else the one beside loadgen-client."""
+    value = os.environ.get("INFERENCE_SERVER_BIN", "").strip()
+    path = _binary(value) if value else loadgen_client.parent / "inference-server"
+    if not path.is_file():
+        pytest.skip(f"{path} does not exist: run `cargo build -p inference-server` or set "
+                    f"INFERENCE_SERVER_BIN")
+    return path
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function returning a TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    def pick():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    return pick

@@ -1,0 +1,246 @@
+"""End-to-end tests of loadgen-client against a live inference-server serving digits-cnn.
+
+Run by scripts/python_tests.sh, which starts the debug inference-server on models/repository and
+sets INFERENCE_SERVER_GRPC and LOADGEN_CLIENT (see conftest.py); without them the tests skip.
+Every client run happens in its own temporary folder (the client reads audit.config from its
+working directory) and takes a few seconds at most.
+
+Exit status of loadgen-client: 0 success; 1 the test could not run; 2 bad options or an
+unreadable config file; 3 the test ran and wrote its logs but some samples failed.
+"""
+
+import hashlib
+import json
+import re
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from conftest import DIGITS_DATA
+
+# Accuracy of digits-cnn on digits-val is ~98 %; the bar leaves room for nothing but real bugs.
+MIN_ACCURACY = 95.0
+RUN_TIMEOUT_S = 60
+
+
+def run_client(loadgen_client, cwd, *args, endpoint=None):
+    """Runs loadgen-client in `cwd` with the digits profile and data set; returns the process."""
+    cmd = [str(loadgen_client), "--profile", "digits-cnn", "--dataset", "imagenet",
+           "--dataset-path", str(DIGITS_DATA), "--output-dir", str(cwd / "out")]
+    if endpoint is not None:
+        cmd += ["--endpoint", endpoint]
+    cmd += list(args)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+
+
+def output(proc):
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+
+
+def read_detail(path):
+    """Parses the detail log as the submission checker does: line 1 must start with :::MLLOG,
+    every marker line is JSON (anything else raises), the first occurrence of a key wins.
+    Returns (first value per key, list of error lines)."""
+    lines = path.read_text().splitlines()
+    assert lines and lines[0].startswith(":::MLLOG"), f"line 1 of {path}: {lines[:1]}"
+    values, errors = {}, []
+    for line in lines:
+        if not line.startswith(":::MLLOG"):
+            continue
+        entry = json.loads(line[8:])
+        values.setdefault(entry["key"], entry["value"])
+        if entry["metadata"]["is_error"]:
+            errors.append(entry)
+    return values, errors
+
+
+def official_imagenet_accuracy(accuracy_json, val_map):
+    """accuracy-imagenet.py's figure (spec §15): json.load, the first entry of each qsl_idx wins,
+    data = float32 hex, predicted class = int(element 0), compared with val_map's label (QSL
+    order = val_map order). Returns (accuracy %, good, total)."""
+    labels = [int(line.split()[1]) for line in val_map.read_text().splitlines() if line.strip()]
+    with open(accuracy_json) as f:
+        results = json.load(f)
+    seen, good = set(), 0
+    for entry in results:
+        idx = entry["qsl_idx"]
+        if idx in seen:
+            continue
+        seen.add(idx)
+        data = np.frombuffer(bytes.fromhex(entry["data"]), np.float32)
+        if int(data[0]) == labels[idx]:
+            good += 1
+    total = len(seen)
+    return 100.0 * good / total, good, total
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "SingleStream"])
+def test_accuracy_run_matches_the_official_script(loadgen_client, grpc_url, client, tmp_path,
+                                                   scenario):
+    proc = run_client(loadgen_client, tmp_path, "--mode", "AccuracyOnly", "--scenario", scenario,
+                      endpoint=grpc_url)
+    assert proc.returncode == 0, output(proc)
+    out = tmp_path / "out"
+    log = out / "mlperf_log_accuracy.json"
+    text = (out / "accuracy.txt").read_text()
+    m = re.fullmatch(r"accuracy=([\d.]+)%, good=(\d+), total=(\d+)\nhash=([0-9a-f]{64})\n", text)
+    assert m, text
+    assert m.group(4) == hashlib.sha256(log.read_bytes()).hexdigest(), "hash= is not the log's"
+    # The submission checker's resnet pattern must find the same figure.
+    checker = re.match(r'^(?:\{"accuracy|accuracy)[": ]*=?\s*([\d\.]+)', text)
+    assert checker and float(checker.group(1)) == float(m.group(1))
+
+    accuracy, good, total = official_imagenet_accuracy(log, DIGITS_DATA / "val_map.txt")
+    assert (good, total) == (int(m.group(2)), int(m.group(3))), text
+    assert f"{accuracy:.3f}" == m.group(1), text
+    assert total == 450, "every sample is in the log"
+    assert accuracy >= MIN_ACCURACY, text
+
+    values, errors = read_detail(out / "mlperf_log_detail.txt")
+    assert errors == [], errors
+    assert values["effective_test_mode"] == "AccuracyOnly"
+    assert values["effective_accuracy_sample_count"] == 450
+    summary = (out / "mlperf_log_summary.txt").read_text()
+    assert summary == "\nNo warnings encountered during test.\n\nNo errors encountered during test.\n"
+
+
+def test_server_performance_run_is_valid(loadgen_client, grpc_url, client, tmp_path):
+    # Early stopping at p99 needs at least 459 queries with none over the bound, so 2 s need
+    # ~300 QPS (50 QPS would need ~10 s); the 1 s bound leaves room for a busy machine.
+    proc = run_client(loadgen_client, tmp_path, "--scenario", "Server", "--qps", "300",
+                      "--time", "2", "--max-latency", "1", endpoint=grpc_url)
+    assert proc.returncode == 0, output(proc)
+    out = tmp_path / "out"
+
+    summary = (out / "mlperf_log_summary.txt").read_text()
+    for line in ["================================================\nMLPerf Results Summary\n"
+                 "================================================\n",
+                 "\nScenario : Server\n", "\nMode     : PerformanceOnly\n",
+                 "\nResult is : VALID\n", "  Performance constraints satisfied : Yes\n",
+                 "  Min duration satisfied : Yes\n", "  Min queries satisfied : Yes\n",
+                 "  Early stopping satisfied: Yes\n", "\nAdditional Stats\n",
+                 "\nTest Parameters Used\n", "target_qps : 300\n",
+                 "target_latency (ns): 1000000000\n", "min_duration (ms): 2000\n",
+                 "\nNo warnings encountered during test.\n",
+                 "\nNo errors encountered during test.\n"]:
+        assert line in summary, f"summary lacks {line!r}:\n{summary}"
+    assert re.search(r"^Completed samples per second    : \d+\.\d\d$", summary, re.M), summary
+    assert re.search(r"^SUT name : .*Network SUT", summary, re.M), summary
+
+    values, errors = read_detail(out / "mlperf_log_detail.txt")
+    assert errors == [], errors
+    assert "Network SUT" in values["sut_name"]
+    assert values["result_validity"] == "VALID"
+    assert values["effective_scenario"] == "Server"
+    assert values["effective_target_qps"] == 300
+    assert values["early_stopping_met"] is True
+    assert values["result_completed_samples_per_sec"] > 0
+    assert values["num_errors"] == 0
+    assert values["result_query_count"] >= 459
+
+    breakdown = (out / "mlperf_log_breakdown.txt").read_text()
+    m = re.search(r"Samples with server timings : (\d+) of (\d+)", breakdown)
+    assert m and int(m.group(1)) > 0 and m.group(1) == m.group(2), breakdown
+    for row in ["Server queue", "Server compute"]:
+        m = re.search(rf"^{row}\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", breakdown, re.M)
+        assert m, f"no {row} figures:\n{breakdown}"
+    m = re.search(r"^Server compute\s+(\d+)", breakdown, re.M)
+    assert int(m.group(1)) > 0, "the server computed for some time"
+
+
+def test_unknown_model_fails_before_the_test(loadgen_client, grpc_url, client, tmp_path):
+    proc = run_client(loadgen_client, tmp_path, "--model", "no-such-model", endpoint=grpc_url)
+    assert proc.returncode == 1, output(proc)
+    assert "no-such-model" in proc.stderr and "--model" in proc.stderr, output(proc)
+    summary = tmp_path / "out" / "mlperf_log_summary.txt"
+    assert not summary.exists() or summary.read_text() == "", "no timing was started"
+
+
+def test_unreachable_endpoint_fails_clearly(loadgen_client, tmp_path, free_port):
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    proc = run_client(loadgen_client, tmp_path, endpoint=endpoint)
+    assert proc.returncode == 1, output(proc)
+    assert f"cannot connect to {endpoint}" in proc.stderr, output(proc)
+    assert not (tmp_path / "out" / "mlperf_log_summary.txt").exists()
+
+
+@pytest.fixture
+def doomed_server(inference_server_bin, free_port, tmp_path):
+    """A second inference-server on its own ports, for a test to kill; yields (process, url)."""
+    import tritonclient.grpc as grpcclient
+
+    grpc_port, metrics_port = free_port(), free_port()
+    log = open(tmp_path / "doomed-server.log", "w")
+    server = subprocess.Popen(
+        [str(inference_server_bin), "--model-repository", "models/repository",
+         "--grpc-addr", f"127.0.0.1:{grpc_port}", "--metrics-addr", f"127.0.0.1:{metrics_port}"],
+        cwd=DIGITS_DATA.parents[2], stdout=log, stderr=subprocess.STDOUT)
+    url = f"127.0.0.1:{grpc_port}"
+    try:
+        probe = grpcclient.InferenceServerClient(url=url)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if probe.is_model_ready("digits-cnn"):
+                    break
+            except Exception:  # not listening yet
+                pass
+            if server.poll() is not None:
+                pytest.fail(f"inference-server exited during start-up: "
+                            f"{(tmp_path / 'doomed-server.log').read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"inference-server on {url} was not ready within 30 s")
+            time.sleep(0.1)
+        probe.close()
+        yield server, url
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+        log.close()
+
+
+def test_server_lost_mid_run_reports_failed_samples(loadgen_client, doomed_server, tmp_path):
+    server, url = doomed_server
+    cmd = [str(loadgen_client), "--profile", "digits-cnn", "--dataset", "imagenet",
+           "--dataset-path", str(DIGITS_DATA), "--output-dir", str(tmp_path / "out"),
+           "--endpoint", f"http://{url}", "--scenario", "Server", "--qps", "100", "--time", "3",
+           "--max-latency", "1", "--request-timeout", "5"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    # The client prints "SUT: ..." just before the test starts; kill the server ~1 s later.
+    before = []
+    for line in proc.stdout:
+        before.append(line)
+        if line.startswith("SUT:"):
+            break
+    else:
+        proc.wait()
+        pytest.fail(f"the client never started the test: {''.join(before)}{proc.stderr.read()}")
+    time.sleep(1.0)
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+    try:
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the client did not finish after the server died:\n{stdout}\n{stderr}")
+    text = f"exit {proc.returncode}\n{''.join(before)}{stdout}\n--- stderr\n{stderr}"
+
+    # Exit 3: the test ran to the end and wrote its logs, but samples failed.
+    assert proc.returncode == 3, text
+    assert "sample(s) failed" in stderr, text
+    out = tmp_path / "out"
+    summary = (out / "mlperf_log_summary.txt").read_text()
+    m = re.search(r"^(\d+) ERRORS? encountered\. See detailed log\.$", summary, re.M)
+    assert m, summary
+    values, errors = read_detail(out / "mlperf_log_detail.txt")
+    assert int(m.group(1)) == len(errors) > 0
+    assert all(e["key"] == "error_runtime" for e in errors), errors[:3]
+    assert "failed" in errors[0]["value"], errors[0]
+    assert values["num_errors"] == len(errors)
+    assert "result_validity" in values, "the results were still computed and logged"
