@@ -1,21 +1,21 @@
 //! `loadgen-client`: the MLPerf LoadGen (exact to 6.0.17) driving KServe v2 servers over gRPC.
 
-pub mod sut;
-pub mod profile;
-pub mod rng;
-pub mod dataset;
+pub mod accuracy;
+pub mod breakdown;
 pub mod cnum;
 pub mod config;
+pub mod dataset;
 pub mod diagnostics;
-pub mod logs;
-pub mod settings;
-pub mod postprocess;
-pub mod grpc_sut;
-pub mod schedule;
 pub mod early_stopping;
-pub mod results;
-pub mod accuracy;
-pub mod progress;
-pub mod breakdown;
-pub mod runner;
+pub mod grpc_sut;
+pub mod logs;
 pub mod null_sut;
+pub mod postprocess;
+pub mod profile;
+pub mod progress;
+pub mod results;
+pub mod rng;
+pub mod runner;
+pub mod schedule;
+pub mod settings;
+pub mod sut;

@@ -62,12 +62,19 @@ impl Outcome {
 
 /// Starts the Prometheus HTTP listener on `addr` and the process-metrics collector.
 pub fn install_exporter(addr: SocketAddr) -> Result<(), BuildError> {
-    let latency_metrics = [REQUEST_DURATION, QUEUE_DURATION, COMPUTE_DURATION, MODEL_LOAD_DURATION];
+    let latency_metrics = [
+        REQUEST_DURATION,
+        QUEUE_DURATION,
+        COMPUTE_DURATION,
+        MODEL_LOAD_DURATION,
+    ];
     let mut builder = PrometheusBuilder::new().with_http_listener(addr);
     for name in latency_metrics {
-        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_string()), &LATENCY_BUCKETS)?;
+        builder =
+            builder.set_buckets_for_metric(Matcher::Full(name.to_string()), &LATENCY_BUCKETS)?;
     }
-    builder = builder.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_string()), &BATCH_BUCKETS)?;
+    builder =
+        builder.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_string()), &BATCH_BUCKETS)?;
     builder.install()?;
     let collector = metrics_process::Collector::default();
     collector.describe();
@@ -84,7 +91,8 @@ pub fn install_exporter(addr: SocketAddr) -> Result<(), BuildError> {
 
 /// Counts one finished request of `model` with its outcome.
 pub fn record_request(model: &str, outcome: Outcome) {
-    counter!(REQUESTS_TOTAL, "model" => model.to_string(), "outcome" => outcome.label()).increment(1);
+    counter!(REQUESTS_TOTAL, "model" => model.to_string(), "outcome" => outcome.label())
+        .increment(1);
 }
 
 /// Records the timings of one successful request.
