@@ -4,15 +4,7 @@
 /// `strtoull(s, &end, 0)`: the value and the number of bytes consumed (0 when nothing parsed).
 pub fn strtoull_base0(s: &str) -> (u64, usize) {
     let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() && b[i].is_ascii_whitespace() {
-        i += 1;
-    }
-    let mut negative = false;
-    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
-        negative = b[i] == b'-';
-        i += 1;
-    }
+    let (i, negative) = skip_space_and_sign(b);
     let (radix, digits_start) = if b.get(i) == Some(&b'0')
         && matches!(b.get(i + 1), Some(b'x' | b'X'))
         && b.get(i + 2).is_some_and(|c| c.is_ascii_hexdigit())
@@ -58,15 +50,7 @@ pub fn strtoull_base0(s: &str) -> (u64, usize) {
 /// `strtod(s, &end)`: the value and the number of bytes consumed (0 when nothing parsed).
 pub fn strtod(s: &str) -> (f64, usize) {
     let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() && b[i].is_ascii_whitespace() {
-        i += 1;
-    }
-    let mut negative = false;
-    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
-        negative = b[i] == b'-';
-        i += 1;
-    }
+    let (i, negative) = skip_space_and_sign(b);
     let apply_sign = |v: f64| if negative { -v } else { v };
     let rest = &s[i..];
     let lower = rest.to_ascii_lowercase();
@@ -102,6 +86,17 @@ pub fn strtod(s: &str) -> (f64, usize) {
         Some((v, len)) => (apply_sign(v), i + len),
         None => (0.0, 0),
     }
+}
+
+/// The index after the leading white space and optional `+`/`-` sign, and whether the sign was
+/// `-`.
+fn skip_space_and_sign(b: &[u8]) -> (usize, bool) {
+    let mut i = digits_len(b, 0, |c| c.is_ascii_whitespace());
+    let negative = b.get(i) == Some(&b'-');
+    if matches!(b.get(i), Some(b'+' | b'-')) {
+        i += 1;
+    }
+    (i, negative)
 }
 
 /// True when `strtoull(base 0)` or `strtod` consumes the whole token.

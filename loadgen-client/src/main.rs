@@ -44,24 +44,6 @@ use loadgen_client::sut::{Qsl, Sut};
 const SYNTHETIC_SEED: u64 = 0x6d6c_7065_7266;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[value(rename_all = "verbatim")]
-enum Scenario {
-    SingleStream,
-    MultiStream,
-    Server,
-    Offline,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[value(rename_all = "verbatim")]
-enum Mode {
-    PerformanceOnly,
-    AccuracyOnly,
-    SubmissionRun,
-    FindPeakPerformance,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum DatasetKind {
     Imagenet,
     Coco,
@@ -86,12 +68,21 @@ enum DatasetKind {
 )]
 struct Cli {
     /// MLPerf scenario.
-    #[arg(long, value_enum, default_value = "SingleStream")]
-    scenario: Scenario,
+    #[arg(
+        long,
+        default_value = "SingleStream",
+        value_parser = PossibleValuesParser::new(TestScenario::ALL.map(TestScenario::as_str))
+            .try_map(|name: String| name.parse::<TestScenario>())
+    )]
+    scenario: TestScenario,
     /// Test mode; overrides user.conf's `mode`. FindPeakPerformance needs --scenario Server
     /// [default: user.conf's mode, else PerformanceOnly].
-    #[arg(long, value_enum)]
-    mode: Option<Mode>,
+    #[arg(
+        long,
+        value_parser = PossibleValuesParser::new(TestMode::ALL.map(TestMode::as_str))
+            .try_map(|name: String| name.parse::<TestMode>())
+    )]
+    mode: Option<TestMode>,
     /// Shorthand for --mode AccuracyOnly: every sample once, logged, then scored.
     #[arg(long, conflicts_with = "mode")]
     accuracy: bool,
@@ -244,26 +235,12 @@ fn config_error(
 }
 
 impl Cli {
-    fn scenario(&self) -> TestScenario {
-        match self.scenario {
-            Scenario::SingleStream => TestScenario::SingleStream,
-            Scenario::MultiStream => TestScenario::MultiStream,
-            Scenario::Server => TestScenario::Server,
-            Scenario::Offline => TestScenario::Offline,
-        }
-    }
-
     /// The mode given on the command line, if any.
     fn mode(&self) -> Option<TestMode> {
         if self.accuracy {
             return Some(TestMode::AccuracyOnly);
         }
-        self.mode.map(|mode| match mode {
-            Mode::PerformanceOnly => TestMode::PerformanceOnly,
-            Mode::AccuracyOnly => TestMode::AccuracyOnly,
-            Mode::SubmissionRun => TestMode::SubmissionRun,
-            Mode::FindPeakPerformance => TestMode::FindPeakPerformance,
-        })
+        self.mode
     }
 
     fn dataset(&self) -> DatasetKind {
@@ -276,7 +253,9 @@ impl Cli {
     /// Checks combinations clap cannot express.
     fn validate(&self) -> Result<(), CliError> {
         let usage = |m: &str| Err(CliError::Usage(m.to_string()));
-        if self.mode() == Some(TestMode::FindPeakPerformance) && self.scenario != Scenario::Server {
+        if self.mode() == Some(TestMode::FindPeakPerformance)
+            && self.scenario != TestScenario::Server
+        {
             return usage("--mode FindPeakPerformance needs --scenario Server");
         }
         if self.threads == 0 {
@@ -316,7 +295,7 @@ impl Cli {
     /// Also returns the config files' detail-log lines.
     fn settings(&self, mlperf_model: &str) -> Result<(TestSettings, Vec<Diagnostic>), CliError> {
         let mut settings = TestSettings {
-            scenario: self.scenario(),
+            scenario: self.scenario,
             ..TestSettings::default()
         };
         let scenario = settings.scenario.as_str();
@@ -424,7 +403,7 @@ impl Cli {
         }
         let max_batch = match (self.max_batchsize, self.scenario) {
             (Some(n), _) => n,
-            (None, Scenario::Offline) => 32,
+            (None, TestScenario::Offline) => 32,
             (None, _) => usize::MAX,
         };
         let config = GrpcSutConfig {

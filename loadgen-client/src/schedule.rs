@@ -97,11 +97,6 @@ impl SequenceGen {
     pub fn new() -> Self {
         Self::default()
     }
-
-    /// The id the next generated sample will get.
-    pub fn current_sample_id(&self) -> u64 {
-        self.next_sample
-    }
 }
 
 /// One generated sample.
@@ -482,7 +477,7 @@ mod tests {
             }
         }
         assert!(seen.iter().all(|&c| c == 1));
-        assert_eq!(seq.current_sample_id(), 5000);
+        assert_eq!(seq.next_sample, 5000);
     }
 
     #[test]

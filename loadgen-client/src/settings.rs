@@ -15,6 +15,14 @@ pub enum TestScenario {
 }
 
 impl TestScenario {
+    /// Every scenario.
+    pub const ALL: [Self; 4] = [
+        Self::SingleStream,
+        Self::MultiStream,
+        Self::Server,
+        Self::Offline,
+    ];
+
     /// The name used in logs and config keys.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -29,13 +37,7 @@ impl TestScenario {
 impl std::str::FromStr for TestScenario {
     type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "SingleStream" => Ok(Self::SingleStream),
-            "MultiStream" => Ok(Self::MultiStream),
-            "Server" => Ok(Self::Server),
-            "Offline" => Ok(Self::Offline),
-            _ => Err(UnknownName(s.to_string())),
-        }
+        parse_name(&Self::ALL, Self::as_str, s)
     }
 }
 
@@ -49,6 +51,14 @@ pub enum TestMode {
 }
 
 impl TestMode {
+    /// Every mode, in the order `--help` lists them.
+    pub const ALL: [Self; 4] = [
+        Self::PerformanceOnly,
+        Self::AccuracyOnly,
+        Self::SubmissionRun,
+        Self::FindPeakPerformance,
+    ];
+
     /// The name used in logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,14 +73,16 @@ impl TestMode {
 impl std::str::FromStr for TestMode {
     type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "SubmissionRun" => Ok(Self::SubmissionRun),
-            "AccuracyOnly" => Ok(Self::AccuracyOnly),
-            "PerformanceOnly" => Ok(Self::PerformanceOnly),
-            "FindPeakPerformance" => Ok(Self::FindPeakPerformance),
-            _ => Err(UnknownName(s.to_string())),
-        }
+        parse_name(&Self::ALL, Self::as_str, s)
     }
+}
+
+/// The one of `all` whose `name` is `s`.
+fn parse_name<T: Copy>(all: &[T], name: fn(T) -> &'static str, s: &str) -> Result<T, UnknownName> {
+    all.iter()
+        .copied()
+        .find(|v| name(*v) == s)
+        .ok_or_else(|| UnknownName(s.to_string()))
 }
 
 /// A scenario or mode name that does not exist.

@@ -33,6 +33,7 @@ pub struct SampleResponse {
 /// Receives completions (LoadGen's `QuerySamplesComplete`). One timestamp is taken per call and
 /// shared by every response in it.
 pub trait CompletionHandler: Send + Sync {
+    /// Records `responses` as completed at `completed_at`.
     fn complete(&self, completed_at: Instant, responses: Vec<SampleResponse>);
 }
 
@@ -41,6 +42,7 @@ pub trait CompletionHandler: Send + Sync {
 pub struct ResponseSink(Arc<dyn CompletionHandler>);
 
 impl ResponseSink {
+    /// A sink that hands completions to `handler`.
     pub fn new(handler: Arc<dyn CompletionHandler>) -> Self {
         Self(handler)
     }
@@ -53,7 +55,9 @@ impl ResponseSink {
 
 /// The system under test. `issue_query` must not block: it hands the query off and returns.
 pub trait Sut: Send + Sync {
+    /// Name reported as the SUT name in the logs.
     fn name(&self) -> String;
+    /// Starts serving `samples`; each one must eventually be completed through `sink`.
     fn issue_query(&self, samples: Vec<QuerySample>, sink: ResponseSink);
     /// Called once after the last query of a run was issued.
     fn flush_queries(&self) {}
@@ -66,9 +70,14 @@ pub struct QslError(pub String);
 
 /// The query sample library (the dataset side).
 pub trait Qsl: Send + Sync {
+    /// Name reported as the QSL name in the logs.
     fn name(&self) -> String;
+    /// Number of samples in the dataset.
     fn total_sample_count(&self) -> usize;
+    /// Number of samples that fit in RAM at once (the size of a performance-run set).
     fn performance_sample_count(&self) -> usize;
+    /// Loads the samples at `indices` before queries use them.
     fn load_samples_to_ram(&self, indices: &[usize]) -> Result<(), QslError>;
+    /// Releases the samples at `indices`.
     fn unload_samples_from_ram(&self, indices: &[usize]);
 }

@@ -23,6 +23,13 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// Asserts that the run exited with `code` and printed `needle`.
+fn assert_exit(out: &Output, code: i32, needle: &str) {
+    let text = text(out);
+    assert_eq!(out.status.code(), Some(code), "{text}");
+    assert!(text.contains(needle), "{text}");
+}
+
 /// Writes an 8×8 gray PNG per label (pixel value = index) and `val_map.txt` into `dir/data`.
 fn digits_dataset(dir: &Path, labels: &[u32]) -> PathBuf {
     let data = dir.join("data");
@@ -380,12 +387,7 @@ fn unreadable_config_files_are_usage_errors() {
             ],
             dir.path(),
         );
-        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-        assert!(
-            text(&out).contains(&format!("{option}: can't open file missing.conf")),
-            "{}",
-            text(&out)
-        );
+        assert_exit(&out, 2, &format!("{option}: can't open file missing.conf"));
         assert!(!dir.path().join("output").exists(), "nothing ran");
     }
 }
@@ -394,28 +396,13 @@ fn unreadable_config_files_are_usage_errors() {
 fn bad_input_exits_non_zero_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(&["--profile", "resnet51"], dir.path());
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out).contains("efficientnet-lite0-onnxruntime"),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, 2, "efficientnet-lite0-onnxruntime");
 
     let out = run(&["--dataset", "imagenet"], dir.path());
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out).contains("--dataset-path is required"),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, 2, "--dataset-path is required");
 
     let out = run(&["--dataset-path", "/nonexistent"], dir.path());
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).contains("/nonexistent/val_map.txt"),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, 1, "/nonexistent/val_map.txt");
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -434,12 +421,7 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
         &endpoint,
     ];
     let out = run(&args, dir.path());
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).contains(&format!("cannot connect to {endpoint}")),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, 1, &format!("cannot connect to {endpoint}"));
     assert!(
         !dir.path().join("output/mlperf_log_summary.txt").exists(),
         "fails before the test starts"

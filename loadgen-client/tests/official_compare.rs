@@ -144,30 +144,23 @@ fn compare_generation(out: &Path, o: &Ours) {
         .map(|v| serde_json::from_value(v.clone()).unwrap_or_default())
         .collect();
     assert_eq!(sets, o.sets, "loaded_qsl_set");
-    let counts: Vec<u64> = o.plans.iter().map(|p| p.queries.len() as u64).collect();
-    let durations: Vec<i64> = o.plans.iter().map(|p| p.duration_ns).collect();
-    let spq: Vec<u64> = o.plans.iter().map(|p| p.samples_per_query).collect();
-    assert_eq!(
-        values(&detail, "generated_query_count"),
-        serde_json::json!(counts)
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    );
-    assert_eq!(
-        values(&detail, "generated_query_duration"),
-        serde_json::json!(durations)
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    );
-    assert_eq!(
-        values(&detail, "generated_samples_per_query"),
-        serde_json::json!(spq)
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    );
+    let generated: [(&str, Vec<serde_json::Value>); 3] = [
+        (
+            "generated_query_count",
+            o.plans.iter().map(|p| p.queries.len().into()).collect(),
+        ),
+        (
+            "generated_query_duration",
+            o.plans.iter().map(|p| p.duration_ns.into()).collect(),
+        ),
+        (
+            "generated_samples_per_query",
+            o.plans.iter().map(|p| p.samples_per_query.into()).collect(),
+        ),
+    ];
+    for (key, ours) in generated {
+        assert_eq!(values(&detail, key), ours, "{key}");
+    }
     for e in detail.iter().filter(|e| e.key.starts_with("effective_")) {
         let ours = match e.key.as_str() {
             "effective_samples_per_query" => serde_json::json!(o.settings.samples_per_query),

@@ -2,6 +2,7 @@
 //! health, metadata, config, inference (raw and typed), every refusal, broken models next to good
 //! ones, statistics, repository index, model control refusal, streaming and reflection.
 
+mod common;
 mod service_support;
 
 use std::collections::HashMap;
@@ -997,7 +998,7 @@ async fn model_control_loads_fixes_and_unloads() {
     // A model folder added after startup is listed, and loads on request.
     std::fs::create_dir_all(repo.path().join("late/1")).expect("late folder");
     std::fs::copy(
-        service_support::models_dir().join("affine.onnx"),
+        common::model("affine.onnx"),
         repo.path().join("late/1/model.onnx"),
     )
     .expect("copy model");

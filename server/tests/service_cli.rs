@@ -1,6 +1,7 @@
 //! The command line of the real binary: `--check-repository` exit codes and messages, settings
 //! precedence (flag > environment > config file), refusals of bad settings, and `devices`.
 
+mod common;
 mod service_support;
 
 use inference_proto::inference::ServerReadyRequest;

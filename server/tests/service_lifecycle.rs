@@ -1,6 +1,7 @@
 //! Process lifecycle of the real binary: systemd notifications, draining on SIGTERM/SIGINT with
 //! requests in flight, and the Prometheus `/metrics` endpoint.
 
+mod common;
 mod service_support;
 
 use std::collections::HashMap;

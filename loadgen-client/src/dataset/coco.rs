@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{preprocess, DatasetError, GroundTruth, SampleSource};
+use super::{DatasetError, GroundTruth, ImageFiles, SampleSource};
 use crate::profile::Profile;
 
 /// One image entry of the annotation file.
@@ -65,9 +65,8 @@ impl Annotations {
 /// A COCO validation folder.
 #[derive(Debug)]
 pub struct CocoSource {
-    files: Vec<PathBuf>,
+    images: ImageFiles,
     annotations: Arc<Annotations>,
-    profile: Profile,
 }
 
 impl CocoSource {
@@ -94,31 +93,30 @@ impl CocoSource {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            files,
+            images: ImageFiles {
+                files,
+                profile: profile.clone(),
+            },
             annotations: Arc::new(annotations),
-            profile: profile.clone(),
         })
     }
 }
 
 impl SampleSource for CocoSource {
     fn name(&self) -> String {
-        format!("coco ({} images, {})", self.files.len(), self.profile.name)
+        self.images.name("coco")
     }
 
     fn len(&self) -> usize {
-        self.files.len()
+        self.images.len()
     }
 
     fn tensor(&self, index: usize) -> Result<Vec<u8>, DatasetError> {
-        let path = self.files.get(index).ok_or_else(|| {
-            DatasetError::Invalid(format!("sample index {index} is out of range"))
-        })?;
-        preprocess::load_image(path, &self.profile)
+        self.images.tensor(index)
     }
 
     fn file(&self, index: usize) -> Option<PathBuf> {
-        self.files.get(index).cloned()
+        self.images.file(index)
     }
 
     fn ground_truth(&self) -> GroundTruth {

@@ -4,15 +4,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{preprocess, DatasetError, GroundTruth, SampleSource};
+use super::{DatasetError, GroundTruth, ImageFiles, SampleSource};
 use crate::profile::Profile;
 
 /// An ImageNet-style labelled image folder.
 #[derive(Debug)]
 pub struct ImagenetSource {
-    files: Vec<PathBuf>,
+    images: ImageFiles,
     labels: Vec<i64>,
-    profile: Profile,
 }
 
 impl ImagenetSource {
@@ -63,35 +62,30 @@ impl ImagenetSource {
             labels.push(label);
         }
         Ok(Self {
-            files,
+            images: ImageFiles {
+                files,
+                profile: profile.clone(),
+            },
             labels,
-            profile: profile.clone(),
         })
     }
 }
 
 impl SampleSource for ImagenetSource {
     fn name(&self) -> String {
-        format!(
-            "imagenet ({} images, {})",
-            self.files.len(),
-            self.profile.name
-        )
+        self.images.name("imagenet")
     }
 
     fn len(&self) -> usize {
-        self.files.len()
+        self.images.len()
     }
 
     fn tensor(&self, index: usize) -> Result<Vec<u8>, DatasetError> {
-        let path = self.files.get(index).ok_or_else(|| {
-            DatasetError::Invalid(format!("sample index {index} is out of range"))
-        })?;
-        preprocess::load_image(path, &self.profile)
+        self.images.tensor(index)
     }
 
     fn file(&self, index: usize) -> Option<PathBuf> {
-        self.files.get(index).cloned()
+        self.images.file(index)
     }
 
     fn ground_truth(&self) -> GroundTruth {

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 pub use cache::Cache;
 
+use crate::profile::Profile;
 use crate::sut::{Qsl, QslError};
 
 /// Why a dataset could not be opened or a sample not be prepared.
@@ -72,6 +73,39 @@ pub trait SampleSource: Send + Sync {
     fn file(&self, index: usize) -> Option<PathBuf>;
     /// Labels or annotations for accuracy.
     fn ground_truth(&self) -> GroundTruth;
+}
+
+/// Image files preprocessed with one profile: the samples of the file-backed sources.
+#[derive(Debug)]
+struct ImageFiles {
+    files: Vec<PathBuf>,
+    profile: Profile,
+}
+
+impl ImageFiles {
+    /// The QSL name of a `kind` dataset of these files.
+    fn name(&self, kind: &str) -> String {
+        format!(
+            "{kind} ({} images, {})",
+            self.files.len(),
+            self.profile.name
+        )
+    }
+
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    fn tensor(&self, index: usize) -> Result<Vec<u8>, DatasetError> {
+        let path = self.files.get(index).ok_or_else(|| {
+            DatasetError::Invalid(format!("sample index {index} is out of range"))
+        })?;
+        preprocess::load_image(path, &self.profile)
+    }
+
+    fn file(&self, index: usize) -> Option<PathBuf> {
+        self.files.get(index).cloned()
+    }
 }
 
 /// Preprocessed samples currently in RAM, shared by the QSL (which fills it) and the SUT
@@ -152,19 +186,14 @@ impl DatasetQsl {
     }
 
     fn prepare(&self, index: usize) -> Result<Vec<u8>, DatasetError> {
-        let file = match (&self.cache, self.source.file(index)) {
-            (Some(cache), Some(file)) => Some((cache, file)),
-            _ => None,
+        let (Some(cache), Some(file)) = (&self.cache, self.source.file(index)) else {
+            return self.source.tensor(index);
         };
-        if let Some((cache, file)) = &file {
-            if let Some(bytes) = cache.get(file)? {
-                return Ok(bytes);
-            }
+        if let Some(bytes) = cache.get(&file)? {
+            return Ok(bytes);
         }
         let bytes = self.source.tensor(index)?;
-        if let Some((cache, file)) = &file {
-            cache.put(file, &bytes)?;
-        }
+        cache.put(&file, &bytes)?;
         Ok(bytes)
     }
 }

@@ -180,48 +180,39 @@ impl DetailLog {
 
     /// The seven `loadgen_*` identity lines that open every log.
     pub fn log_version(&mut self, at: Instant) -> io::Result<()> {
-        const F: &str = "version.cc";
-        self.log(
-            at,
-            Site::new(F, 53),
-            "loadgen_version",
-            version::LOADGEN_VERSION,
-        )?;
-        self.log(
-            at,
-            Site::new(F, 55),
-            "loadgen_build_date_local",
-            version::BUILD_DATE_LOCAL,
-        )?;
-        self.log(
-            at,
-            Site::new(F, 56),
-            "loadgen_build_date_utc",
-            version::BUILD_DATE_UTC,
-        )?;
-        self.log(
-            at,
-            Site::new(F, 57),
-            "loadgen_git_commit_date",
-            version::GIT_COMMIT_DATE,
-        )?;
-        self.log(
-            at,
-            Site::new(F, 58),
-            "loadgen_git_log_message",
-            Value::Escaped(version::GIT_LOG_MESSAGE_ESCAPED),
-        )?;
-        self.log(
-            at,
-            Site::new(F, 60),
-            "loadgen_git_status_message",
-            version::GIT_STATUS_MESSAGE,
-        )?;
-        let map = version::FILE_SHA1
+        let file_sha1 = version::FILE_SHA1
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        self.log(at, Site::new(F, 67), "loadgen_file_sha1", Value::Map(map))
+        let lines = [
+            (53, "loadgen_version", version::LOADGEN_VERSION.into()),
+            (
+                55,
+                "loadgen_build_date_local",
+                version::BUILD_DATE_LOCAL.into(),
+            ),
+            (56, "loadgen_build_date_utc", version::BUILD_DATE_UTC.into()),
+            (
+                57,
+                "loadgen_git_commit_date",
+                version::GIT_COMMIT_DATE.into(),
+            ),
+            (
+                58,
+                "loadgen_git_log_message",
+                Value::Escaped(version::GIT_LOG_MESSAGE_ESCAPED),
+            ),
+            (
+                60,
+                "loadgen_git_status_message",
+                version::GIT_STATUS_MESSAGE.into(),
+            ),
+            (67, "loadgen_file_sha1", Value::Map(file_sha1)),
+        ];
+        for (line, key, value) in lines {
+            self.log(at, Site::new("version.cc", line), key, value)?;
+        }
+        Ok(())
     }
 
     /// Flushes buffered lines to disk.

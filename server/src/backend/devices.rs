@@ -132,6 +132,7 @@ pub enum DeviceStatus {
 }
 
 impl DeviceStatus {
+    /// Whether a backend can run models on the device.
     pub fn is_available(&self) -> bool {
         matches!(self, DeviceStatus::Available { .. })
     }
@@ -185,6 +186,7 @@ pub struct ProbeEnv {
 }
 
 impl ProbeEnv {
+    /// The real machine: `/` plus the system library folders and the usual CUDA and WSL ones.
     pub fn system() -> Self {
         let mut lib_dirs = library::system_library_dirs();
         for extra in ["/usr/local/cuda/lib64", "/usr/lib/wsl/lib"] {

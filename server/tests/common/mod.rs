@@ -17,7 +17,8 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The folder holding the test models, generated once per test binary with the repo's venv
+/// The folder holding every test model (`affine.onnx`, `identity_types.onnx`, `two_io.onnx`,
+/// `unbatched.onnx`, ...), generated once per test binary with the repo's venv
 /// (`.venv/bin/python`, else `python3`).
 pub fn models_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
