@@ -15,15 +15,19 @@
 //! Exit status: 0 when the test ran and every sample completed; 1 when it could not run (dataset,
 //! connection, unknown model, I/O); 2 for bad options or unreadable config files; 3 when the test
 //! ran to the end and wrote its logs but some samples failed (e.g. the server went away): the
-//! summary then reports the errors and the result is not usable.
+//! summary then reports the errors and the result is not usable; 130 when interrupted by
+//! SIGINT/SIGTERM: issuing stops, outstanding samples are awaited and the logs are written (a
+//! second signal ends the process at once).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use loadgen_client::accuracy::{self, AccuracyLog};
 use loadgen_client::config::{ConfType, ConfigError, ConfigSession, MLPERF_CONF};
@@ -170,6 +174,9 @@ struct Cli {
     request_timeout: f64,
 }
 
+/// Exit status of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
+
 /// Why the run did not complete.
 #[derive(Debug, thiserror::Error)]
 enum CliError {
@@ -189,6 +196,8 @@ enum CliError {
     Sut(#[from] loadgen_client::grpc_sut::GrpcSutError),
     #[error(transparent)]
     Run(#[from] runner::LoadgenError),
+    #[error("cannot install the SIGINT/SIGTERM handler: {0}")]
+    Signals(std::io::Error),
     #[error("accuracy: {0}")]
     Accuracy(#[from] accuracy::AccuracyError),
     #[error(
@@ -204,6 +213,7 @@ impl CliError {
         match self {
             CliError::Usage(_) | CliError::Config { .. } => 2,
             CliError::FailedSamples { .. } => 3,
+            CliError::Run(runner::LoadgenError::Interrupted) => EXIT_INTERRUPTED,
             _ => 1,
         }
     }
@@ -454,6 +464,7 @@ fn run(cli: &Cli) -> Result<(), CliError> {
         pre_test_diagnostics,
         ..RunOptions::default()
     };
+    stop_on_signals(&options.stop)?;
     let outcome = runner::start_test(
         Arc::clone(&progress) as Arc<dyn Sut>,
         Arc::new(qsl),
@@ -473,11 +484,29 @@ fn run(cli: &Cli) -> Result<(), CliError> {
     ) {
         score_accuracy(&outcome.paths.accuracy, &cli.output_dir, &truth)?;
     }
+    if options.stop.load(Ordering::SeqCst) {
+        return Err(runner::LoadgenError::Interrupted.into());
+    }
     if outcome.failed_samples > 0 {
         return Err(CliError::FailedSamples {
             failed: outcome.failed_samples,
             detail: outcome.paths.detail.clone(),
         });
+    }
+    Ok(())
+}
+
+/// Makes the first SIGINT/SIGTERM set `stop` (the run winds down and writes its logs) and a
+/// second one end the process.
+fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<(), CliError> {
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(
+            signal,
+            EXIT_INTERRUPTED.into(),
+            stop.clone(),
+        )
+        .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
+        .map_err(CliError::Signals)?;
     }
     Ok(())
 }

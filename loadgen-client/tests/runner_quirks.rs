@@ -186,6 +186,7 @@ fn invalid_user_conf_is_logged_first() {
         RunOptions {
             audit_config: dir.path().join("none"),
             pre_test_diagnostics: session.diagnostics,
+            ..RunOptions::default()
         },
     );
     let text = std::fs::read_to_string(&outcome.paths.detail).unwrap_or_default();
@@ -315,4 +316,41 @@ fn token_latency_models_are_refused() {
         err.contains("use_token_latencies is not supported"),
         "{err}"
     );
+}
+
+#[test]
+fn a_stop_request_ends_the_run_early_with_complete_logs() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let settings = TestSettings {
+        scenario: TestScenario::Server,
+        server_target_qps: 500.0,
+        min_duration_ms: 60_000,
+        accuracy_log_probability: 1.0,
+        ..TestSettings::default()
+    };
+    let options = no_audit(dir.path());
+    let stop = options.stop.clone();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let started = std::time::Instant::now();
+    let sut = Arc::new(Recorder::new(1, Duration::ZERO));
+    let outcome = run(sut.clone(), &settings, dir.path(), options);
+    stopper.join().unwrap_or_else(|_| panic!("stopper thread"));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped long before the 60 s minimum duration"
+    );
+    let detail = read_detail(&outcome.paths.detail);
+    assert!(detail
+        .iter()
+        .any(|e| e.is_error && e.value.as_str().is_some_and(|v| v.contains("interrupted"))));
+    let issued: usize = sut.calls().iter().map(Vec::len).sum();
+    assert_eq!(first(&detail, "result_query_count"), issued as u64);
+    assert_eq!(outcome.valid(), Some(false));
+    let accuracy = std::fs::read_to_string(&outcome.paths.accuracy).unwrap_or_default();
+    let entries: serde_json::Value =
+        serde_json::from_str(&accuracy).unwrap_or_else(|e| panic!("accuracy log is JSON: {e}"));
+    assert_eq!(entries.as_array().map(Vec::len), Some(issued));
 }

@@ -5,6 +5,7 @@
 mod pass;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -39,6 +40,8 @@ pub enum LoadgenError {
     IssueThread(String),
     #[error("{0} is not supported: the SUT contract has no per-token completions")]
     Unsupported(&'static str),
+    #[error("interrupted: the run was stopped before it finished; the logs written so far are complete files")]
+    Interrupted,
 }
 
 /// Extra inputs of [`start_test`].
@@ -48,6 +51,10 @@ pub struct RunOptions {
     pub audit_config: PathBuf,
     /// Lines produced before the test (config parsing); they open the detail log.
     pub pre_test_diagnostics: Vec<Diagnostic>,
+    /// Set (e.g. by a SIGINT handler) to stop the test early: the running pass stops issuing,
+    /// waits for what is outstanding and is reported; later passes are skipped. The log files are
+    /// finished either way.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Default for RunOptions {
@@ -55,6 +62,7 @@ impl Default for RunOptions {
         Self {
             audit_config: PathBuf::from("audit.config"),
             pre_test_diagnostics: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -202,6 +210,7 @@ pub fn start_test(
         breakdown: (0, Vec::new()),
         sut_name: String::new(),
         detail_path: paths.detail.clone(),
+        stop: options.stop.clone(),
     };
     let run = test.run(settings, options, &test_date_time);
     test.router.close();
@@ -281,6 +290,8 @@ struct Test {
     breakdown: (usize, Vec<BreakdownSample>),
     sut_name: String,
     detail_path: PathBuf,
+    /// [`RunOptions::stop`].
+    stop: Arc<AtomicBool>,
 }
 
 const LOADGEN: &str = "loadgen.cc";
@@ -502,6 +513,9 @@ impl Test {
         kind: PassKind,
         set: &LoadableSet,
     ) -> Result<PerformanceSummary, LoadgenError> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Err(LoadgenError::Interrupted);
+        }
         let offset = schedule::accuracy_log_offset(eff.accuracy_log_rng_seed);
         let plan = Arc::new(schedule::generate_queries(eff, kind, set, &mut self.seq)?);
         self.log(|d, at| {
@@ -548,6 +562,7 @@ impl Test {
             pass: state.clone(),
             settings: eff.clone(),
             outputs: self.outputs.clone(),
+            stop: self.stop.clone(),
         };
         let stats = std::thread::Builder::new()
             .name("loadgen-issue".to_string())

@@ -359,6 +359,8 @@ pub struct IssueJob {
     pub pass: Arc<PassState>,
     pub settings: EffectiveSettings,
     pub outputs: Outputs,
+    /// Stops issuing when set ([`super::RunOptions::stop`]).
+    pub stop: Arc<AtomicBool>,
 }
 
 /// The issue loop (official `IssueQueriesInternal` with one thread).
@@ -369,6 +371,7 @@ pub fn issue_queries(job: IssueJob) -> IssueStats {
         pass,
         settings,
         outputs,
+        stop,
     } = job;
     let plan = pass.plan.clone();
     let scenario = settings.scenario;
@@ -391,6 +394,18 @@ pub fn issue_queries(job: IssueJob) -> IssueStats {
         });
     };
     while qi < n {
+        if stop.load(Ordering::SeqCst) {
+            let _ = outputs.detail(|d, at| {
+                d.error(
+                    at,
+                    Site::new(OWN_FILE, line!()),
+                    "error_runtime",
+                    format!("IssueQueryThread 0 Ending early: interrupted. query_count {queries_issued}"),
+                )
+            });
+            ran_out = false;
+            break;
+        }
         let query = &plan.queries[qi];
         let now;
         let mut last = qi;
