@@ -69,6 +69,9 @@ pub struct ModelConfigFile {
     pub instances: Option<usize>,
     /// Threads ONNX Runtime may use inside one operator.
     pub intra_op_threads: Option<usize>,
+    /// Idle intra-op threads spin-wait for work: lower latency under back-to-back load, a busy
+    /// core per thread otherwise [default: false].
+    pub intra_op_spinning: Option<bool>,
     /// Versions to serve; by default the highest numbered folder.
     pub versions: Option<Vec<u64>>,
     pub dynamic_batching: Option<DynamicBatchingConfig>,

@@ -567,6 +567,7 @@ fn prepare_version(
         max_batch_size: requested_max,
         instances: config.instances,
         intra_op_threads: config.raw.intra_op_threads,
+        intra_op_spinning: config.raw.intra_op_spinning.unwrap_or(false),
         library_path: options.onnxruntime_library.clone(),
     };
     let backend_problem = |error: BackendError| {

@@ -9,7 +9,7 @@ use std::future::Future;
 
 use inference_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 pub use self::health::{Health, HealthService};
@@ -46,7 +46,11 @@ pub async fn serve(
         .add_service(inference)
         .add_service(health)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // Nagle's algorithm would hold small responses for the peer's delayed ACK (~40 ms).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

@@ -106,6 +106,10 @@ pub struct LoadSpec {
     pub instances: usize,
     /// Threads inside one operator, per instance; `None` = available cores / `instances` (min 1).
     pub intra_op_threads: Option<usize>,
+    /// Let idle intra-op threads spin-wait for the next operator. Off by default: on a small box
+    /// the spinning threads take the cores the gRPC runtime and the other instances need, and
+    /// with requests that are not back to back they burn a core per thread for nothing.
+    pub intra_op_spinning: bool,
     /// Explicit runtime library path (file or folder), before `ORT_DYLIB_PATH` and the usual search.
     pub library_path: Option<PathBuf>,
 }
@@ -119,6 +123,7 @@ impl LoadSpec {
             max_batch_size: 0,
             instances: 1,
             intra_op_threads: None,
+            intra_op_spinning: false,
             library_path: None,
         }
     }

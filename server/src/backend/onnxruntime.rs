@@ -75,6 +75,8 @@ impl OnnxRuntimeBackend {
             .map_err(setup)?
             .with_intra_threads(threads)
             .map_err(setup)?
+            .with_intra_op_spinning(spec.intra_op_spinning)
+            .map_err(setup)?
             .with_inter_threads(1)
             .map_err(setup)?;
 
