@@ -140,7 +140,7 @@ struct Cli {
     max_latency: Option<f64>,
     /// Minimum test duration in seconds (min_duration, over the conf files).
     #[arg(long, value_name = "SECONDS")]
-    time: Option<u64>,
+    time: Option<f64>,
     /// MultiStream samples per query (over the conf files).
     #[arg(long)]
     samples_per_query: Option<u64>,
@@ -292,6 +292,9 @@ impl Cli {
         {
             return usage("--max-latency must be a positive number of seconds");
         }
+        if self.time.is_some_and(|t| !(t >= 0.0 && t.is_finite())) {
+            return usage("--time must be a number of seconds, 0 or more");
+        }
         if !(self.request_timeout > 0.0 && self.request_timeout.is_finite()) {
             return usage("--request-timeout must be a positive number of seconds");
         }
@@ -362,7 +365,7 @@ impl Cli {
             settings.multi_stream_expected_latency_ns = ns;
         }
         if let Some(seconds) = self.time {
-            settings.min_duration_ms = seconds.saturating_mul(1000);
+            settings.min_duration_ms = (seconds * 1000.0).round() as u64;
         }
         if let Some(n) = self.samples_per_query {
             settings.multi_stream_samples_per_query = n;

@@ -371,7 +371,9 @@ impl ModelScheduler {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        if state.live > 0 {
+        // Every instance has left its loop: joining only waits for the threads to return.
+        let all_exited = state.live == 0;
+        if !all_exited {
             tracing::warn!(model = %shared.model, busy = state.live, "shutdown grace over; dropping queued requests");
             state.phase = Phase::Aborted;
             abort_queue(shared, &mut state);
@@ -380,7 +382,7 @@ impl ModelScheduler {
         drop(state);
         let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for handle in handles {
-            if handle.is_finished() {
+            if all_exited || handle.is_finished() {
                 if handle.join().is_err() {
                     tracing::error!(model = %shared.model, "an instance thread panicked");
                 }
