@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(.venv/bin/python -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))[0])')}"
 
+# Tests that compare with the official Python tools must run here, never skip.
+export LOADGEN_REQUIRE_PYTHON=1
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -117,6 +117,13 @@ fn assert_keys(log: &HashMap<String, Entry>, expected: &[(&str, Value)], case: &
     }
 }
 
+/// Writes `text` to `dir/user.conf` and returns that path.
+fn write_user_conf(dir: &Path, text: &str) -> String {
+    let user = dir.join("user.conf");
+    std::fs::write(&user, text).unwrap();
+    user.to_str().unwrap().to_string()
+}
+
 const OFFICIAL_QSL_SEED: u64 = 2_085_463_073_848_966_840;
 
 #[test]
@@ -156,15 +163,8 @@ resnet50.*.min_duration = 1234\n*.*.performance_sample_count_override = 3\n\
 #[test]
 fn user_conf_overrides_mlperf_conf() {
     let dir = tempfile::tempdir().unwrap();
-    let user = dir.path().join("user.conf");
-    std::fs::write(&user, SERVER_USER_CONF).unwrap();
-    let args = [
-        "--scenario",
-        "Server",
-        "--accuracy",
-        "--user-conf",
-        user.to_str().unwrap(),
-    ];
+    let user = write_user_conf(dir.path(), SERVER_USER_CONF);
+    let args = ["--scenario", "Server", "--accuracy", "--user-conf", &user];
     let (log, errors) = null_run(dir.path(), &args);
     assert!(errors.is_empty(), "{errors:?}");
     assert_keys(
@@ -189,13 +189,11 @@ fn user_conf_overrides_mlperf_conf() {
 #[test]
 fn command_line_overrides_user_conf() {
     let dir = tempfile::tempdir().unwrap();
-    let user = dir.path().join("user.conf");
-    std::fs::write(
-        &user,
-        format!("{SERVER_USER_CONF}*.MultiStream.samples_per_query = 4\n"),
-    )
-    .unwrap();
-    let user = user.to_str().unwrap();
+    let user = write_user_conf(
+        dir.path(),
+        &format!("{SERVER_USER_CONF}*.MultiStream.samples_per_query = 4\n"),
+    );
+    let user = user.as_str();
     let args = [
         "--scenario",
         "Server",
@@ -257,9 +255,8 @@ fn command_line_overrides_user_conf() {
 #[test]
 fn mode_comes_from_user_conf_unless_given() {
     let dir = tempfile::tempdir().unwrap();
-    let user = dir.path().join("user.conf");
-    std::fs::write(&user, "*.*.mode = 1\n*.*.min_query_count = 10\n").unwrap();
-    let user = user.to_str().unwrap();
+    let user = write_user_conf(dir.path(), "*.*.mode = 1\n*.*.min_query_count = 10\n");
+    let user = user.as_str();
     let (log, _) = null_run(dir.path(), &["--user-conf", user]);
     assert_keys(
         &log,
@@ -293,16 +290,11 @@ fn mode_comes_from_user_conf_unless_given() {
 #[test]
 fn invalid_user_conf_is_logged_and_the_run_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let user = dir.path().join("user.conf");
-    std::fs::write(
-        &user,
-        "*.SingleStream.target_latency = 1\n*.*.min_duration = 321 # note\n",
-    )
-    .unwrap();
-    let (log, errors) = null_run(
+    let user = write_user_conf(
         dir.path(),
-        &["--accuracy", "--user-conf", user.to_str().unwrap()],
+        "*.SingleStream.target_latency = 1\n*.*.min_duration = 321 # note\n",
     );
+    let (log, errors) = null_run(dir.path(), &["--accuracy", "--user-conf", &user]);
     assert_eq!(
         errors,
         ["error_invalid_config"],
@@ -341,14 +333,13 @@ fn replaced_mlperf_conf_is_the_base_and_user_conf_cannot_set_seeds() {
         "*.*.qsl_rng_seed = 7\n*.SingleStream.target_latency = 4\n*.*.min_duration = 100\n",
     )
     .unwrap();
-    let user = dir.path().join("user.conf");
-    std::fs::write(&user, "*.*.qsl_rng_seed = 5\n*.*.min_duration = 200\n").unwrap();
+    let user = write_user_conf(dir.path(), "*.*.qsl_rng_seed = 5\n*.*.min_duration = 200\n");
     let args = [
         "--accuracy",
         "--mlperf-conf",
         rules.to_str().unwrap(),
         "--user-conf",
-        user.to_str().unwrap(),
+        &user,
     ];
     let (log, errors) = null_run(dir.path(), &args);
     assert!(errors.is_empty(), "{errors:?}");

@@ -2,6 +2,8 @@
 //! accuracy-coco.py scores an MLPerf accuracy log. Needs a Python with numpy and pycocotools:
 //! `$LOADGEN_PYTHON`, else the workspace's `.venv/bin/python`; skipped (with a notice) otherwise.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -192,7 +194,7 @@ fn synthetic_set(dir: &Path, seed: u64) -> (PathBuf, PathBuf) {
 #[test]
 fn coco_map_equals_pycocotools() {
     let Some(python) = python() else {
-        eprintln!("SKIPPED: no Python with numpy and pycocotools (set LOADGEN_PYTHON)");
+        common::python_unavailable("no Python with numpy and pycocotools (set LOADGEN_PYTHON)");
         return;
     };
     for seed in [1, 2, 3] {

@@ -35,8 +35,8 @@ fn probe(
     env: &[(&str, &str)],
 ) -> Option<tempfile::TempDir> {
     let Some(python) = python() else {
-        println!(
-            "SKIPPED: no Python venv with mlcommons-loadgen (set LOADGEN_PYTHON or create .venv)"
+        python_unavailable(
+            "no Python venv with mlcommons-loadgen (set LOADGEN_PYTHON or create .venv)",
         );
         return None;
     };
@@ -105,6 +105,38 @@ fn ours(
         sets,
         plans,
     }
+}
+
+/// Runs the probe, then plans the same test with this crate for the probe's model and QSL, read
+/// from `env` like the probe does (`PROBE_MODEL` resnet50, `PROBE_TOTAL` 5000, `PROBE_PERF` 1024
+/// unless set); `None` when the probe is skipped.
+fn probe_and_plan(
+    scenario: TestScenario,
+    mode: TestMode,
+    conf: &[&str],
+    env: &[(&str, &str)],
+) -> Option<(tempfile::TempDir, Ours)> {
+    let out = probe(scenario, mode, conf, env)?;
+    let var = |key: &str, default: &'static str| {
+        env.iter()
+            .find(|(k, _)| *k == key)
+            .map_or(default, |(_, v)| *v)
+            .to_string()
+    };
+    let count = |key: &str, default| {
+        var(key, default)
+            .parse::<u64>()
+            .unwrap_or_else(|e| panic!("{key}: {e}"))
+    };
+    let o = ours(
+        out.path(),
+        &var("PROBE_MODEL", "resnet50"),
+        scenario,
+        mode,
+        count("PROBE_TOTAL", "5000"),
+        count("PROBE_PERF", "1024"),
+    );
+    Some((out, o))
 }
 
 /// `sample_seq -> sample_idx` of every traced sample.
@@ -193,17 +225,11 @@ fn server_300_qps_with_accuracy_log_sampling() {
         "*.*.accuracy_log_rng_seed = 720381539243781796",
         "*.*.accuracy_log_sampling_target = 64",
     ];
-    let Some(out) = probe(TestScenario::Server, TestMode::PerformanceOnly, &conf, &[]) else {
+    let Some((out, o)) =
+        probe_and_plan(TestScenario::Server, TestMode::PerformanceOnly, &conf, &[])
+    else {
         return;
     };
-    let o = ours(
-        out.path(),
-        "resnet50",
-        TestScenario::Server,
-        TestMode::PerformanceOnly,
-        5000,
-        1024,
-    );
     compare_generation(out.path(), &o);
     let offset = accuracy_log_offset(o.settings.accuracy_log_rng_seed);
     let probability = accuracy_log_probability(&o.settings);
@@ -236,7 +262,7 @@ fn multistream_short_run() {
         "resnet50.MultiStream.min_duration = 500",
         "resnet50.MultiStream.min_query_count = 100",
     ];
-    let Some(out) = probe(
+    let Some((out, o)) = probe_and_plan(
         TestScenario::MultiStream,
         TestMode::PerformanceOnly,
         &conf,
@@ -244,14 +270,6 @@ fn multistream_short_run() {
     ) else {
         return;
     };
-    let o = ours(
-        out.path(),
-        "resnet50",
-        TestScenario::MultiStream,
-        TestMode::PerformanceOnly,
-        5000,
-        1024,
-    );
     compare_generation(out.path(), &o);
 }
 
@@ -259,17 +277,10 @@ fn multistream_short_run() {
 fn offline_accuracy_small_qsl() {
     let env = [("PROBE_TOTAL", "100"), ("PROBE_PERF", "30")];
     let conf = ["*.*.performance_sample_count_override = 30"];
-    let Some(out) = probe(TestScenario::Offline, TestMode::AccuracyOnly, &conf, &env) else {
+    let Some((out, o)) = probe_and_plan(TestScenario::Offline, TestMode::AccuracyOnly, &conf, &env)
+    else {
         return;
     };
-    let o = ours(
-        out.path(),
-        "resnet50",
-        TestScenario::Offline,
-        TestMode::AccuracyOnly,
-        100,
-        30,
-    );
     assert_eq!(o.sets.len(), 4);
     compare_generation(out.path(), &o);
     let logged: BTreeMap<u64, u64> = accuracy_entries(&out.path().join("mlperf_log_accuracy.json"))
@@ -292,7 +303,7 @@ fn single_stream_issue_unique_small_qsl() {
         "resnet50.SingleStream.min_duration = 100",
         "resnet50.SingleStream.min_query_count = 10",
     ];
-    let Some(out) = probe(
+    let Some((out, o)) = probe_and_plan(
         TestScenario::SingleStream,
         TestMode::PerformanceOnly,
         &conf,
@@ -300,14 +311,6 @@ fn single_stream_issue_unique_small_qsl() {
     ) else {
         return;
     };
-    let o = ours(
-        out.path(),
-        "resnet50",
-        TestScenario::SingleStream,
-        TestMode::PerformanceOnly,
-        200,
-        50,
-    );
     assert_eq!(o.plans[0].queries.len(), 50);
     compare_generation(out.path(), &o);
 }
@@ -370,7 +373,7 @@ fn submission_run_continues_sequence_ids() {
         "resnet50.SingleStream.min_duration = 200",
         "resnet50.SingleStream.min_query_count = 10",
     ];
-    let Some(out) = probe(
+    let Some((out, o)) = probe_and_plan(
         TestScenario::SingleStream,
         TestMode::SubmissionRun,
         &conf,
@@ -378,14 +381,6 @@ fn submission_run_continues_sequence_ids() {
     ) else {
         return;
     };
-    let o = ours(
-        out.path(),
-        "resnet50",
-        TestScenario::SingleStream,
-        TestMode::SubmissionRun,
-        100,
-        30,
-    );
     assert_eq!(o.sets.len(), 5);
     compare_generation(out.path(), &o);
     let traced = traced_samples(out.path());
@@ -463,17 +458,11 @@ fn equal_issue_server_and_offline() {
         "3d-unet.Server.target_qps = 200",
         "3d-unet.Server.min_duration = 300",
     ];
-    let Some(out) = probe(TestScenario::Server, TestMode::PerformanceOnly, &conf, &env) else {
+    let Some((out, o)) =
+        probe_and_plan(TestScenario::Server, TestMode::PerformanceOnly, &conf, &env)
+    else {
         return;
     };
-    let o = ours(
-        out.path(),
-        "3d-unet",
-        TestScenario::Server,
-        TestMode::PerformanceOnly,
-        50,
-        20,
-    );
     assert!(o.settings.sample_concatenate_permutation);
     compare_generation(out.path(), &o);
 
@@ -481,7 +470,7 @@ fn equal_issue_server_and_offline() {
         "3d-unet.Offline.target_qps = 100",
         "3d-unet.Offline.min_duration = 300",
     ];
-    let Some(out) = probe(
+    let Some((out, o)) = probe_and_plan(
         TestScenario::Offline,
         TestMode::PerformanceOnly,
         &conf,
@@ -489,14 +478,6 @@ fn equal_issue_server_and_offline() {
     ) else {
         return;
     };
-    let o = ours(
-        out.path(),
-        "3d-unet",
-        TestScenario::Offline,
-        TestMode::PerformanceOnly,
-        50,
-        20,
-    );
     assert_eq!(o.plans[0].samples_per_query % 20, 0);
     compare_generation(out.path(), &o);
 }

@@ -287,3 +287,62 @@ def noise_note(results, owned_key=None, threshold=0.25):
         if other / r["wall_s"] > threshold:
             n += 1
     return f"{n} of {m} runs overlapped other load (> {threshold:g} core of other processes on average)"
+
+
+def start(args, script, prefix):
+    """The common start of a benchmark: its command line for the tables, the snapshot binaries
+    (built unless --no-build), the work folder (--workdir or a new temporary one) and, unless
+    --no-wait, a wait for other heavy processes. Returns (cmdline, bins, work, started)."""
+    cmdline = f"python scripts/bench/{script} " + " ".join(sys.argv[1:])
+    bins = build_and_snapshot(build=not args.no_build)
+    work = args.workdir or tempfile.mkdtemp(prefix=prefix)
+    os.makedirs(work, exist_ok=True)
+    if not args.no_wait:
+        wait_quiet()
+    return cmdline, bins, work, time.time()
+
+
+def medians(results, keys):
+    """{key: median of that key over results} for each of keys."""
+    return {k: median([r.get(k) for r in results]) for k in keys}
+
+
+def search_each(repeats, start_qps, precision, run_one):
+    """`repeats` max-QPS searches per LoadGen, interleaved official/ours; each search after a
+    LoadGen's first starts from a bracket of ±25% around that first result. run_one(which, qps,
+    name) runs one test in the work subfolder `name`. Returns {which: [best of each search]}."""
+    found = {"official": [], "ours": []}
+    for rep in range(repeats):
+        for which in ("official", "ours"):
+            log(f"max-QPS search {rep + 1}/{repeats}: {which}")
+            n = 0
+
+            def run(q, which=which, rep=rep):
+                nonlocal n
+                n += 1
+                return run_one(which, q, f"m-{which}-{rep}-{n}")
+            first = found[which][0] if found[which] else None
+            bracket = (first / 1.25, first * 1.25) if first else None
+            best, _ = search_max_valid(run, start_qps, precision, bracket=bracket)
+            log(f"  -> {which}: {best}")
+            found[which].append(best)
+    return found
+
+
+def max_rows(found, official_label, ours_label):
+    """The two body rows of a highest-VALID-QPS table (median, each search, ratio to official)."""
+    mo, mu = median(found["official"]), median(found["ours"])
+
+    def each(which):
+        return ", ".join(f"{x:,}" for x in found[which])
+    return [f"| {official_label} | {mo:,.0f} | {each('official')} | 1.00× |",
+            f"| {ours_label} | {mu:,.0f} | {each('ours')} | {ratio(mu, mo)} |"]
+
+
+def footer(started, work, cpus, owned_key=None):
+    """The closing line of a report: start time, `cpus`, duration, logs, other load."""
+    busy = busy_processes()
+    return (f"_{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {cpus}, "
+            f"{(time.time() - started) / 60:.1f} min; logs in {work}"
+            + (f"; other heavy processes at the end: {len(busy)}" if busy else "")
+            + f"; {noise_note(ALL_RESULTS, owned_key)}_")

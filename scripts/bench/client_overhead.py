@@ -20,8 +20,6 @@ The lead's one command per table: add --only delay or --only max.
 import argparse
 import os
 import sys
-import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as bc  # noqa: E402
@@ -41,13 +39,7 @@ def main():
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
-    cmdline = "python scripts/bench/client_overhead.py " + " ".join(sys.argv[1:])
-    bins = bc.build_and_snapshot(build=not args.no_build)
-    work = args.workdir or tempfile.mkdtemp(prefix="client-overhead-")
-    os.makedirs(work, exist_ok=True)
-    if not args.no_wait:
-        bc.wait_quiet()
-    started = time.time()
+    cmdline, bins, work, started = bc.start(args, "client_overhead.py", "client-overhead-")
     out = []
 
     if args.only in (None, "delay"):
@@ -83,9 +75,8 @@ def main():
             m = {}
             for which in ("official", "ours"):
                 rs = res[(which, q)]
-                m[which] = {k: bc.median([r.get(k) for r in rs])
-                            for k in ("issue_delay_p50_ns", "issue_delay_p99_ns", "notrace_p50_ns",
-                                      "notrace_p99_ns", "notrace_cpu_s")}
+                m[which] = bc.medians(rs, ("issue_delay_p50_ns", "issue_delay_p99_ns", "notrace_p50_ns",
+                                           "notrace_p99_ns", "notrace_cpu_s"))
                 m[which]["valid"] = (f"{sum(bc.is_valid(r) for r in rs)}/{len(rs)}, "
                                      f"{sum(r['notrace_valid'] for r in rs)}/{len(rs)}")
             for which, label in (("official", "official 6.0.17 + Python null SUT"), ("ours", "loadgen-client null")):
@@ -100,35 +91,17 @@ def main():
         out.append("")
 
     if args.only in (None, "max"):
-        found = {"official": [], "ours": []}
-        for rep in range(args.search_repeats):
-            for which in ("official", "ours"):
-                bc.log(f"max-QPS search {rep + 1}/{args.search_repeats}: {which}")
-                n = [0]
-
-                def run(q, which=which, rep=rep, n=n):
-                    n[0] += 1
-                    return bc.run_test(which, bins, q, args.time,
-                                       os.path.join(work, f"m-{which}-{rep}-{n[0]}"))
-                first = found[which][0] if found[which] else None
-                bracket = (first / 1.25, first * 1.25) if first else None
-                best, points = bc.search_max_valid(run, args.search_start, args.precision, bracket=bracket)
-                bc.log(f"  -> {which}: {best}")
-                found[which].append(best)
-        mo, mu = bc.median(found["official"]), bc.median(found["ours"])
+        found = bc.search_each(
+            args.search_repeats, args.search_start, args.precision,
+            lambda which, q, name: bc.run_test(which, bins, q, args.time, os.path.join(work, name)))
         out.append(f"**Highest VALID Server QPS, null SUT** ({args.search_repeats} searches per LoadGen, doubling "
                    f"then bisection to {args.precision:.0%}, {args.time:g} s runs, trace off)  \n`{cmdline}`\n")
         out.append("| LoadGen | highest VALID QPS (median) | each search | ratio to official |")
         out.append("|---|---:|---|---:|")
-        out.append(f"| official 6.0.17 + Python null SUT | {mo:,.0f} | {', '.join(f'{x:,}' for x in found['official'])} | 1.00× |")
-        out.append(f"| loadgen-client null | {mu:,.0f} | {', '.join(f'{x:,}' for x in found['ours'])} | {bc.ratio(mu, mo)} |")
+        out += bc.max_rows(found, "official 6.0.17 + Python null SUT", "loadgen-client null")
         out.append("")
 
-    busy = bc.busy_processes()
-    out.append(f"_{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {os.cpu_count()} CPUs, "
-               f"{(time.time() - started) / 60:.1f} min; logs in {work}"
-               + (f"; other heavy processes at the end: {len(busy)}" if busy else "")
-               + f"; {bc.noise_note(bc.ALL_RESULTS, None)}_")
+    out.append(bc.footer(started, work, f"{os.cpu_count()} CPUs"))
     print("\n".join(out))
 
 

@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
@@ -130,13 +129,7 @@ def main():
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
-    cmdline = "python scripts/bench/end_to_end.py " + " ".join(sys.argv[1:])
-    bins = bc.build_and_snapshot(build=not args.no_build)
-    work = args.workdir or tempfile.mkdtemp(prefix="end-to-end-")
-    os.makedirs(work, exist_ok=True)
-    if not args.no_wait:
-        bc.wait_quiet()
-    started = time.time()
+    cmdline, bins, work, started = bc.start(args, "end_to_end.py", "end-to-end-")
     server = Server(bins["inference-server"], work)
     out = []
     try:
@@ -166,8 +159,7 @@ def main():
                 m = {}
                 for which in ("official", "ours"):
                     rs = res[(which, q)]
-                    m[which] = {k: bc.median([r.get(k) for r in rs])
-                                for k in ("completed_qps", "p50_ns", "p99_ns", "cpu_s", "server_cpu_s")}
+                    m[which] = bc.medians(rs, ("completed_qps", "p50_ns", "p99_ns", "cpu_s", "server_cpu_s"))
                     m[which]["valid"] = f"{sum(r['ok'] for r in rs)}/{len(rs)}"
                     m[which]["fails"] = sum(r["server_not_success"] for r in rs) if which == "official" \
                         else sum(r["failed"] for r in rs)
@@ -181,43 +173,23 @@ def main():
             out.append("")
 
         if args.only in (None, "max"):
-            found = {"official": [], "ours": []}
-            for rep in range(args.search_repeats):
-                for which in ("official", "ours"):
-                    bc.log(f"max-QPS search {rep + 1}/{args.search_repeats}: {which}")
-                    n = [0]
-
-                    def run(q, which=which, rep=rep, n=n):
-                        n[0] += 1
-                        r = run_e2e(server, which, bins, q, args.search_time,
-                                    os.path.join(work, f"m-{which}-{rep}-{n[0]}"))
-                        if bc.is_valid(r) and not r["ok"]:
-                            r["validity"] = "VALID-but-failed-requests"
-                        return r
-                    first = found[which][0] if found[which] else None
-                    bracket = (first / 1.25, first * 1.25) if first else None
-                    best, _ = bc.search_max_valid(run, args.search_start, args.precision, bracket=bracket)
-                    bc.log(f"  -> {which}: {best}")
-                    found[which].append(best)
-            mo, mu = bc.median(found["official"]), bc.median(found["ours"])
+            def run(which, q, name):
+                r = run_e2e(server, which, bins, q, args.search_time, os.path.join(work, name))
+                if bc.is_valid(r) and not r["ok"]:
+                    r["validity"] = "VALID-but-failed-requests"
+                return r
+            found = bc.search_each(args.search_repeats, args.search_start, args.precision, run)
             out.append(f"**Highest VALID Server QPS end to end, inference-server digits-cnn** ({args.search_repeats} "
                        f"searches per LoadGen, doubling then bisection to {args.precision:.0%}, {args.search_time:g} s "
                        f"runs, at least {MIN_QUERIES} queries; a run with failed requests counts as not VALID)  \n`{cmdline}`\n")
             out.append("| LoadGen + SUT | highest VALID QPS (median) | each search | ratio to official |")
             out.append("|---|---:|---|---:|")
-            out.append(f"| official 6.0.17 + Python tritonclient | {mo:,.0f} | "
-                       f"{', '.join(f'{x:,}' for x in found['official'])} | 1.00× |")
-            out.append(f"| loadgen-client | {mu:,.0f} | {', '.join(f'{x:,}' for x in found['ours'])} | "
-                       f"{bc.ratio(mu, mo)} |")
+            out += bc.max_rows(found, "official 6.0.17 + Python tritonclient", "loadgen-client")
             out.append("")
     finally:
         server.stop()
 
-    busy = bc.busy_processes()
-    out.append(f"_{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {os.cpu_count()} CPUs shared by "
-               f"client and server, {(time.time() - started) / 60:.1f} min; logs in {work}"
-               + (f"; other heavy processes at the end: {len(busy)}" if busy else "")
-               + f"; {bc.noise_note(bc.ALL_RESULTS, 'server_cpu_s')}_")
+    out.append(bc.footer(started, work, f"{os.cpu_count()} CPUs shared by client and server", "server_cpu_s"))
     print("\n".join(out))
 
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{f32_tensor, f32_values};
@@ -53,6 +53,17 @@ struct Harness {
     scheduler: ModelScheduler,
     runs: Arc<Mutex<Vec<i64>>>,
     gate: Arc<Mutex<()>>,
+}
+
+impl Harness {
+    /// Holds the gate and submits a 1-sample request, returning once an instance runs it: that
+    /// instance stays busy until the returned guard drops.
+    fn occupy(&self) -> (MutexGuard<'_, ()>, Answer) {
+        let busy = self.gate.lock().unwrap();
+        let first = self.scheduler.submit(request(1, 0.0)).unwrap();
+        until_runs(&self.runs, 1);
+        (busy, first)
+    }
 }
 
 fn harness(batch: BatchSupport, dims: &[i64], config: BatchingConfig, instances: usize) -> Harness {
@@ -193,9 +204,7 @@ fn a_full_batch_or_preferred_size_does_not_wait() {
 #[test]
 fn overflowing_request_goes_in_the_next_batch() {
     let h = harness(BatchSupport::Dynamic { max: 8 }, &[2], config(4, 0), 1);
-    let busy = h.gate.lock().unwrap();
-    let first = h.scheduler.submit(request(1, 0.0)).unwrap();
-    until_runs(&h.runs, 1);
+    let (busy, first) = h.occupy();
     // While the instance is busy: 3 + 2 samples cannot share a batch of 4.
     let a = h.scheduler.submit(request(3, 1.0)).unwrap();
     let b = h.scheduler.submit(request(2, 2.0)).unwrap();
@@ -214,9 +223,7 @@ fn full_queue_rejects_at_once_with_its_limits() {
         ..config(1, 0)
     };
     let h = harness(BatchSupport::Dynamic { max: 8 }, &[2], cfg, 1);
-    let busy = h.gate.lock().unwrap();
-    let first = h.scheduler.submit(request(1, 0.0)).unwrap();
-    until_runs(&h.runs, 1);
+    let (busy, first) = h.occupy();
     until_queue_empty(&h.scheduler);
     let queued: Vec<Answer> = (0..2)
         .map(|_| h.scheduler.submit(request(1, 0.0)).unwrap())
@@ -254,9 +261,7 @@ fn byte_limit_counts_queued_bytes() {
         ..config(8, 0)
     };
     let h = harness(BatchSupport::Dynamic { max: 8 }, &[2], cfg, 1);
-    let busy = h.gate.lock().unwrap();
-    let first = h.scheduler.submit(request(1, 0.0)).unwrap();
-    until_runs(&h.runs, 1);
+    let (busy, first) = h.occupy();
     until_queue_empty(&h.scheduler);
     let queued: Vec<Answer> = (0..2)
         .map(|_| h.scheduler.submit(request(1, 0.0)).unwrap())
@@ -289,9 +294,7 @@ fn byte_limit_counts_queued_bytes() {
 #[test]
 fn expired_and_cancelled_requests_never_reach_the_device() {
     let h = harness(BatchSupport::Dynamic { max: 8 }, &[2], config(8, 0), 1);
-    let busy = h.gate.lock().unwrap();
-    let first = h.scheduler.submit(request(1, 0.0)).unwrap();
-    until_runs(&h.runs, 1);
+    let (busy, first) = h.occupy();
     let mut expiring = request(2, 0.0);
     expiring.deadline = Some(Instant::now() + Duration::from_millis(20));
     let expiring = h.scheduler.submit(expiring).unwrap();
@@ -348,9 +351,7 @@ fn unbatched_models_run_each_request_alone() {
 #[test]
 fn different_dynamic_dims_are_not_mixed_in_a_batch() {
     let h = harness(BatchSupport::Dynamic { max: 8 }, &[-1], config(8, 0), 1);
-    let busy = h.gate.lock().unwrap();
-    let first = h.scheduler.submit(request(1, 0.0)).unwrap();
-    until_runs(&h.runs, 1);
+    let (busy, first) = h.occupy();
     let narrow = h
         .scheduler
         .submit(InferenceRequest::new(
@@ -436,9 +437,7 @@ fn shutdown_drains_the_queue_without_waiting_for_the_delay() {
 #[test]
 fn shutdown_after_grace_answers_what_is_left() {
     let h = harness(BatchSupport::Dynamic { max: 8 }, &[2], config(1, 0), 1);
-    let busy = h.gate.lock().unwrap();
-    let first = h.scheduler.submit(request(1, 0.0)).unwrap();
-    until_runs(&h.runs, 1);
+    let (busy, first) = h.occupy();
     let queued = h.scheduler.submit(request(1, 0.0)).unwrap();
     let started = Instant::now();
     h.scheduler.shutdown(Duration::from_millis(50));

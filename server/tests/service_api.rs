@@ -49,6 +49,13 @@ fn repository() -> Repo {
         .file("noversion/config.toml", b"")
 }
 
+/// The little-endian bytes of `values`, concatenated: their raw tensor contents.
+macro_rules! le_bytes {
+    [$($value:expr),* $(,)?] => {
+        [$($value),*].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()
+    };
+}
+
 fn input(name: &str, datatype: &str, shape: &[i64]) -> InferInputTensor {
     InferInputTensor {
         name: name.to_string(),
@@ -66,6 +73,28 @@ fn affine_request(batch: usize) -> ModelInferRequest {
         id: format!("req-{batch}"),
         inputs: vec![input("x", "FP32", &[batch as i64, 4])],
         raw_input_contents: vec![f32_bytes(&values)],
+        ..Default::default()
+    }
+}
+
+/// `affine_request(batch)` sent to `model`, another model made from affine.onnx.
+fn affine_request_to(model: &str, batch: usize) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: model.into(),
+        ..affine_request(batch)
+    }
+}
+
+fn load_request(model: &str) -> RepositoryModelLoadRequest {
+    RepositoryModelLoadRequest {
+        model_name: model.into(),
+        ..Default::default()
+    }
+}
+
+fn unload_request(model: &str) -> RepositoryModelUnloadRequest {
+    RepositoryModelUnloadRequest {
+        model_name: model.into(),
         ..Default::default()
     }
 }
@@ -228,7 +257,8 @@ async fn inference_with_raw_and_typed_contents() {
     assert_eq!(f32_values(&response.raw_output_contents[0]), expected);
     assert!(response.outputs[0].contents.is_none());
     assert!(int64_param(&response, "batch_size") >= 3);
-    assert!(int64_param(&response, "queue_time_us") >= 0);
+    // A Duration in µs is never negative: check it lies within the server time instead.
+    assert!(int64_param(&response, "queue_time_us") <= int64_param(&response, "server_time_us"));
     assert!(int64_param(&response, "compute_time_us") > 0);
     assert!(int64_param(&response, "server_time_us") >= int64_param(&response, "compute_time_us"));
     assert_eq!(
@@ -299,10 +329,7 @@ async fn inference_with_raw_and_typed_contents() {
                 int_contents: vec![-2, 1, 300],
                 ..Default::default()
             },
-            [-2i16, 1, 300]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            le_bytes![-2i16, 1, 300],
         ),
         (
             "uint16",
@@ -310,10 +337,7 @@ async fn inference_with_raw_and_typed_contents() {
                 uint_contents: vec![65535, 1, 2],
                 ..Default::default()
             },
-            [65535u16, 1, 2]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            le_bytes![65535u16, 1, 2],
         ),
         (
             "int32",
@@ -321,7 +345,7 @@ async fn inference_with_raw_and_typed_contents() {
                 int_contents: vec![-5, 6, 7],
                 ..Default::default()
             },
-            [-5i32, 6, 7].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            le_bytes![-5i32, 6, 7],
         ),
         (
             "uint32",
@@ -329,10 +353,7 @@ async fn inference_with_raw_and_typed_contents() {
                 uint_contents: vec![u32::MAX, 0, 9],
                 ..Default::default()
             },
-            [u32::MAX, 0, 9]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            le_bytes![u32::MAX, 0, 9],
         ),
         (
             "int64",
@@ -340,10 +361,7 @@ async fn inference_with_raw_and_typed_contents() {
                 int64_contents: vec![i64::MIN, -1, 1 << 40],
                 ..Default::default()
             },
-            [i64::MIN, -1, 1 << 40]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            le_bytes![i64::MIN, -1, 1 << 40],
         ),
         (
             "uint64",
@@ -351,10 +369,7 @@ async fn inference_with_raw_and_typed_contents() {
                 uint64_contents: vec![u64::MAX, 3, 4],
                 ..Default::default()
             },
-            [u64::MAX, 3, 4]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            le_bytes![u64::MAX, 3, 4],
         ),
         (
             "fp32",
@@ -370,10 +385,7 @@ async fn inference_with_raw_and_typed_contents() {
                 fp64_contents: vec![0.1, -2.0, 1e300],
                 ..Default::default()
             },
-            [0.1f64, -2.0, 1e300]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            le_bytes![0.1f64, -2.0, 1e300],
         ),
     ];
     let mut inputs = Vec::new();
@@ -741,8 +753,7 @@ async fn broken_models_are_unavailable_with_reasons_while_good_ones_serve() {
         .into_inner();
     assert_eq!(metadata.versions, ["1", "2"]);
     for (version, answered) in [("", "2"), ("1", "1"), ("2", "2")] {
-        let mut request = affine_request(1);
-        request.model_name = "pinned".into();
+        let mut request = affine_request_to("pinned", 1);
         request.model_version = version.into();
         let response = client.model_infer(request).await.expect("pinned infer");
         assert_eq!(
@@ -751,8 +762,7 @@ async fn broken_models_are_unavailable_with_reasons_while_good_ones_serve() {
             "asked '{version}'"
         );
     }
-    let mut request = affine_request(1);
-    request.model_name = "pinned".into();
+    let mut request = affine_request_to("pinned", 1);
     request.model_version = "3".into();
     let status = client.model_infer(request).await.expect_err("version 3");
     assert_eq!(status.code(), Code::NotFound);
@@ -776,9 +786,7 @@ async fn statistics_streaming_timeouts_and_model_control_refusal() {
     // Four concurrent 2-sample requests reach the preferred batch of 8 together.
     let calls = (0..4).map(|_| {
         let mut client = client.clone();
-        let mut request = affine_request(2);
-        request.model_name = "slow".into();
-        async move { client.model_infer(request).await }
+        async move { client.model_infer(affine_request_to("slow", 2)).await }
     });
     for result in futures::future::join_all(calls).await {
         let response = result.expect("batched infer").into_inner();
@@ -806,9 +814,7 @@ async fn statistics_streaming_timeouts_and_model_control_refusal() {
     assert!(slow.last_inference > 0);
 
     // The gRPC deadline (grpc-timeout header) ends the call long before the 400 ms batch delay.
-    let mut request = affine_request(1);
-    request.model_name = "slow".into();
-    let mut request = tonic::Request::new(request);
+    let mut request = tonic::Request::new(affine_request_to("slow", 1));
     request.set_timeout(Duration::from_millis(100));
     let started = std::time::Instant::now();
     let status = client.model_infer(request).await.expect_err("deadline");
@@ -823,8 +829,7 @@ async fn statistics_streaming_timeouts_and_model_control_refusal() {
     );
 
     // Triton's `timeout` parameter: the request expires in the queue before the batch fills.
-    let mut request = affine_request(1);
-    request.model_name = "slow".into();
+    let mut request = affine_request_to("slow", 1);
     request.parameters.insert(
         "timeout".into(),
         InferParameter {
@@ -905,10 +910,7 @@ async fn statistics_streaming_timeouts_and_model_control_refusal() {
 
     // Model control is off by default.
     let status = client
-        .repository_model_unload(RepositoryModelUnloadRequest {
-            model_name: "affine".into(),
-            ..Default::default()
-        })
+        .repository_model_unload(unload_request("affine"))
         .await
         .expect_err("unload refused");
     assert_eq!(status.code(), Code::PermissionDenied);
@@ -918,10 +920,7 @@ async fn statistics_streaming_timeouts_and_model_control_refusal() {
         status.message()
     );
     let status = client
-        .repository_model_load(RepositoryModelLoadRequest {
-            model_name: "affine".into(),
-            ..Default::default()
-        })
+        .repository_model_load(load_request("affine"))
         .await
         .expect_err("load refused");
     assert_eq!(status.code(), Code::PermissionDenied);
@@ -949,10 +948,7 @@ async fn model_control_loads_fixes_and_unloads() {
 
     // Loading a still-broken model reports why and leaves it unavailable.
     let status = client
-        .repository_model_load(RepositoryModelLoadRequest {
-            model_name: "typo".into(),
-            ..Default::default()
-        })
+        .repository_model_load(load_request("typo"))
         .await
         .expect_err("still broken");
     assert_eq!(status.code(), Code::FailedPrecondition);
@@ -965,25 +961,17 @@ async fn model_control_loads_fixes_and_unloads() {
     // Fix the config, load again: it serves.
     std::fs::write(repo.path().join("typo/config.toml"), "max_batch_size = 8\n").expect("fix");
     client
-        .repository_model_load(RepositoryModelLoadRequest {
-            model_name: "typo".into(),
-            ..Default::default()
-        })
+        .repository_model_load(load_request("typo"))
         .await
         .expect("load fixed model");
-    let mut request = affine_request(1);
-    request.model_name = "typo".into();
     client
-        .model_infer(request)
+        .model_infer(affine_request_to("typo", 1))
         .await
         .expect("fixed model serves");
     assert_eq!(model_health("typo").await, ServingStatus::Serving as i32);
 
     client
-        .repository_model_unload(RepositoryModelUnloadRequest {
-            model_name: "affine".into(),
-            ..Default::default()
-        })
+        .repository_model_unload(unload_request("affine"))
         .await
         .expect("unload");
     let status = client
@@ -1016,24 +1004,16 @@ async fn model_control_loads_fixes_and_unloads() {
     assert_eq!(late.state, "UNAVAILABLE");
     assert!(late.reason.contains("not loaded"), "{}", late.reason);
     client
-        .repository_model_load(RepositoryModelLoadRequest {
-            model_name: "late".into(),
-            ..Default::default()
-        })
+        .repository_model_load(load_request("late"))
         .await
         .expect("load late model");
-    let mut request = affine_request(1);
-    request.model_name = "late".into();
     client
-        .model_infer(request)
+        .model_infer(affine_request_to("late", 1))
         .await
         .expect("late model serves");
 
     let status = client
-        .repository_model_load(RepositoryModelLoadRequest {
-            model_name: "missing".into(),
-            ..Default::default()
-        })
+        .repository_model_load(load_request("missing"))
         .await
         .expect_err("no such folder");
     assert_eq!(status.code(), Code::NotFound);

@@ -8,6 +8,15 @@ use std::path::{Path, PathBuf};
 use loadgen_client::config::{ConfType, ConfigSession};
 use loadgen_client::settings::{TestMode, TestScenario, TestSettings};
 
+/// Reports a test that cannot run for lack of Python tools: a printed skip, or a failure when
+/// `LOADGEN_REQUIRE_PYTHON` is set (CI sets it, so a missing tool can never pass silently).
+pub fn python_unavailable(reason: &str) {
+    if std::env::var_os("LOADGEN_REQUIRE_PYTHON").is_some() {
+        panic!("{reason}, and LOADGEN_REQUIRE_PYTHON is set");
+    }
+    println!("SKIPPED: {reason}");
+}
+
 /// `shared/` of the project: `$LOADGEN_SHARED_DIR`, else `<crate>/../../shared`, else
 /// `<crate>/../shared` (CI layout).
 pub fn shared_dir() -> PathBuf {
