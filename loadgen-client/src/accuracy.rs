@@ -42,7 +42,7 @@ pub enum AccuracyError {
     )]
     Ragged { qsl_idx: usize, len: usize },
     #[error(
-        "the synthetic dataset has no labels; run accuracy mode on --dataset imagenet or coco"
+        "the dataset has no labels (synthetic data, or images without val_map.txt); nothing to score against"
     )]
     NoGroundTruth,
 }

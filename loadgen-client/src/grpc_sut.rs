@@ -26,7 +26,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::dataset::SampleStore;
 use crate::postprocess::{self, OutputTensor};
 use crate::profile::Profile;
-use crate::sut::{QuerySample, ResponseSink, SampleResponse, ServerTiming, Sut};
+use loadgen::sut::{QuerySample, ResponseSink, SampleResponse, ServerTiming, Sut};
 
 type Client = GrpcInferenceServiceClient<Channel>;
 

@@ -29,20 +29,20 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use loadgen::diagnostics::Diagnostic;
+use loadgen::null_sut::NullSut;
+use loadgen::runner::{self, RunOptions, TestOutcome};
+use loadgen::settings::{LogSettings, TestMode, TestScenario, TestSettings};
+use loadgen::sources::{ConfFile, Overrides, SettingsError, SettingsSources};
+use loadgen::sut::{Qsl, Sut};
 use loadgen_client::accuracy::{self, AccuracyLog};
-use loadgen_client::config::{ConfType, ConfigError, ConfigSession, MLPERF_CONF};
 use loadgen_client::dataset::coco::CocoSource;
 use loadgen_client::dataset::imagenet::ImagenetSource;
 use loadgen_client::dataset::synthetic::SyntheticSource;
 use loadgen_client::dataset::{Cache, DatasetQsl, GroundTruth, SampleSource};
-use loadgen_client::diagnostics::Diagnostic;
 use loadgen_client::grpc_sut::{GrpcSut, GrpcSutConfig};
-use loadgen_client::null_sut::NullSut;
 use loadgen_client::profile::{self, Profile};
 use loadgen_client::progress::ProgressSut;
-use loadgen_client::runner::{self, RunOptions, TestOutcome};
-use loadgen_client::settings::{LogSettings, TestMode, TestScenario, TestSettings};
-use loadgen_client::sut::{Qsl, Sut};
 
 /// Seed of the synthetic dataset, fixed so runs are comparable.
 const SYNTHETIC_SEED: u64 = 0x6d6c_7065_7266;
@@ -148,9 +148,10 @@ struct Cli {
     /// unlimited otherwise].
     #[arg(long)]
     max_batchsize: Option<usize>,
-    /// HTTP/2 connections per endpoint.
-    #[arg(long, default_value_t = 4)]
-    threads: usize,
+    /// HTTP/2 connections per endpoint (requests are spread over them). `--threads`, the
+    /// reference harnesses' name, is accepted as an alias.
+    #[arg(long, visible_alias = "threads", default_value_t = 4)]
+    connections: usize,
     /// Megabytes of input tensors in flight per endpoint; keeps a server's bounded queue from
     /// overflowing (requests it still refuses as overloaded are retried).
     #[arg(long, value_name = "MB", default_value_t = 48)]
@@ -177,19 +178,22 @@ struct Cli {
 /// Exit status of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: u8 = 130;
 
+/// The option that names a conf file.
+fn conf_option(file: ConfFile) -> &'static str {
+    match file {
+        ConfFile::Rules => "--mlperf-conf",
+        ConfFile::UserConf => "--user-conf",
+    }
+}
+
 /// Why the run did not complete.
 #[derive(Debug, thiserror::Error)]
 enum CliError {
     #[error("{0}")]
     Usage(String),
     /// A config file the run cannot do without.
-    #[error("{option}: {source}{details}")]
-    Config {
-        option: &'static str,
-        source: ConfigError,
-        /// The file's own error lines, `; `-separated, or empty.
-        details: String,
-    },
+    #[error("{option}: {error}", option = conf_option(.0.file), error = .0)]
+    Config(#[from] SettingsError),
     #[error(transparent)]
     Dataset(#[from] loadgen_client::dataset::DatasetError),
     #[error(transparent)]
@@ -211,36 +215,11 @@ impl CliError {
     /// The process exit status (see the crate documentation).
     fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) | CliError::Config { .. } => 2,
+            CliError::Usage(_) | CliError::Config(_) => 2,
             CliError::FailedSamples { .. } => 3,
             CliError::Run(runner::LoadgenError::Interrupted) => EXIT_INTERRUPTED,
             _ => 1,
         }
-    }
-}
-
-/// The config-file error of `option`, with the file's error lines added after `first_line`.
-fn config_error(
-    option: &'static str,
-    source: ConfigError,
-    diagnostics: &[Diagnostic],
-    first_line: usize,
-) -> CliError {
-    let lines: Vec<&str> = diagnostics
-        .get(first_line..)
-        .unwrap_or_default()
-        .iter()
-        .map(|d| d.message.as_str())
-        .collect();
-    let details = if lines.is_empty() || matches!(source, ConfigError::Open { .. }) {
-        String::new()
-    } else {
-        format!(" ({})", lines.join("; "))
-    };
-    CliError::Config {
-        option,
-        source,
-        details,
     }
 }
 
@@ -268,8 +247,8 @@ impl Cli {
         {
             return usage("--mode FindPeakPerformance needs --scenario Server");
         }
-        if self.threads == 0 {
-            return usage("--threads must be at least 1");
+        if self.connections == 0 {
+            return usage("--connections must be at least 1");
         }
         if self.inflight_mb == 0 {
             return usage("--inflight-mb must be at least 1");
@@ -304,76 +283,38 @@ impl Cli {
         Ok(())
     }
 
-    /// mlperf.conf, then user.conf, then the command line.
-    /// Also returns the config files' detail-log lines.
-    fn settings(&self, mlperf_model: &str) -> Result<(TestSettings, Vec<Diagnostic>), CliError> {
-        let mut settings = TestSettings {
+    /// mlperf.conf, then user.conf, then the command line (the library's precedence).
+    fn settings_sources(&self, mlperf_model: &str) -> SettingsSources {
+        SettingsSources {
             scenario: self.scenario,
-            ..TestSettings::default()
-        };
-        let scenario = settings.scenario.as_str();
-        let mut session = ConfigSession::new();
-        if let Some(rules) = &self.mlperf_conf {
-            session
-                .apply_rules_file(&mut settings, rules, mlperf_model, scenario)
-                .map_err(|e| config_error("--mlperf-conf", e, &session.diagnostics, 0))?;
+            model: mlperf_model.to_string(),
+            rules_file: self.mlperf_conf.clone(),
+            user_conf: self.user_conf.clone(),
+            overrides: Overrides {
+                mode: self.mode(),
+                target_qps: self.qps,
+                target_latency: self.max_latency.map(Duration::from_secs_f64),
+                // Whole milliseconds, rounded, as min_duration is kept.
+                min_duration: self
+                    .time
+                    .map(|seconds| Duration::from_millis((seconds * 1000.0).round() as u64)),
+                samples_per_query: self.samples_per_query,
+                performance_sample_count: self.performance_sample_count.map(|n| n as u64),
+            },
         }
-        match &self.user_conf {
-            Some(user) => {
-                let first_line = session.diagnostics.len();
-                match session.apply_file(
-                    &mut settings,
-                    user,
-                    mlperf_model,
-                    scenario,
-                    ConfType::UserConf,
-                ) {
-                    Ok(()) => {}
-                    // The official LoadGen logs the bad lines and runs without the file.
-                    Err(e @ ConfigError::Invalid { .. }) => eprintln!(
-                        "warning: {}; the test runs without it, and the detail log records \
-                         error_invalid_config, as with the official LoadGen",
-                        config_error("--user-conf", e, &session.diagnostics, first_line)
-                    ),
-                    Err(e @ ConfigError::Open { .. }) => {
-                        return Err(config_error("--user-conf", e, &session.diagnostics, 0))
-                    }
-                }
-            }
-            None if self.mlperf_conf.is_none() => {
-                // The embedded file is always valid.
-                let _ = session.apply_text(
-                    &mut settings,
-                    MLPERF_CONF,
-                    mlperf_model,
-                    scenario,
-                    ConfType::MlperfConf,
-                );
-            }
-            None => {}
+    }
+
+    /// The resolved settings and the config files' detail-log lines; an invalid user.conf is
+    /// reported as a warning and ignored, as the official LoadGen does.
+    fn settings(&self, mlperf_model: &str) -> Result<(TestSettings, Vec<Diagnostic>), CliError> {
+        let resolved = self.settings_sources(mlperf_model).resolve()?;
+        if let Some(ignored) = &resolved.ignored_user_conf {
+            eprintln!(
+                "warning: --user-conf: {ignored}; the test runs without it, and the detail log \
+                 records error_invalid_config, as with the official LoadGen"
+            );
         }
-        if let Some(mode) = self.mode() {
-            settings.mode = mode;
-        }
-        if let Some(qps) = self.qps {
-            settings.server_target_qps = qps;
-            settings.offline_expected_qps = qps;
-        }
-        if let Some(seconds) = self.max_latency {
-            let ns = seconds * 1e9;
-            settings.server_target_latency_ns = ns as u64;
-            settings.multi_stream_expected_latency_ns = ns;
-        }
-        if let Some(seconds) = self.time {
-            settings.min_duration_ms = (seconds * 1000.0).round() as u64;
-        }
-        if let Some(n) = self.samples_per_query {
-            settings.multi_stream_samples_per_query = n;
-        }
-        if let Some(n) = self.performance_sample_count {
-            settings.performance_sample_count_override = n as u64;
-        }
-        Ok((settings, session.diagnostics))
+        Ok((resolved.settings, resolved.diagnostics))
     }
 
     fn source(&self) -> Result<Box<dyn SampleSource>, CliError> {
@@ -421,7 +362,7 @@ impl Cli {
         };
         let config = GrpcSutConfig {
             endpoints: self.endpoints.clone(),
-            connections_per_endpoint: self.threads,
+            connections_per_endpoint: self.connections,
             model: self
                 .model
                 .clone()
@@ -465,6 +406,7 @@ fn run(cli: &Cli) -> Result<(), CliError> {
     let progress = Arc::new(ProgressSut::new(sut));
     let options = RunOptions {
         pre_test_diagnostics,
+        writer: format!("loadgen-client {}", env!("CARGO_PKG_VERSION")),
         ..RunOptions::default()
     };
     stop_on_signals(&options.stop)?;
@@ -536,8 +478,19 @@ fn report(outcome: &TestOutcome) {
     }
 }
 
-/// Scores the accuracy log and writes accuracy.txt beside it.
+/// Scores the accuracy log and writes accuracy.txt beside it; data without labels leaves the log
+/// to be scored elsewhere, as the official LoadGen always does.
 fn score_accuracy(log_path: &Path, dir: &Path, truth: &GroundTruth) -> Result<(), CliError> {
+    if matches!(truth, GroundTruth::None) {
+        println!(
+            "accuracy.txt not written: the dataset has no labels. {} holds every response; score \
+             it with the benchmark's accuracy script (e.g. accuracy-imagenet.py --mlperf-accuracy-file \
+             {} --imagenet-val-file val_map.txt), or rerun with a labelled --dataset-path.",
+            log_path.display(),
+            log_path.display()
+        );
+        return Ok(());
+    }
     let log = AccuracyLog::read(log_path)?;
     let score = accuracy::score(&log, truth)?;
     let path = dir.join("accuracy.txt");
@@ -610,89 +563,6 @@ mod tests {
     }
 
     #[test]
-    fn replaced_rules_file_is_the_base_for_user_conf() {
-        let dir = tempfile::tempdir().unwrap();
-        let rules = dir.path().join("mlperf.conf");
-        std::fs::write(
-            &rules,
-            "*.Offline.min_duration = 5000\n*.Offline.min_query_count = 7\n",
-        )
-        .unwrap();
-        let user = dir.path().join("user.conf");
-        std::fs::write(
-            &user,
-            "*.Offline.min_query_count = 9\n*.*.schedule_rng_seed = 5\n",
-        )
-        .unwrap();
-        let args = [
-            "--scenario",
-            "Offline",
-            "--mlperf-conf",
-            rules.to_str().unwrap(),
-            "--user-conf",
-            user.to_str().unwrap(),
-        ];
-        let (s, diagnostics) = cli(&args).settings("resnet50").unwrap();
-        assert_eq!((s.min_duration_ms, s.min_query_count), (5000, 9));
-        assert_eq!(s.schedule_rng_seed, 0, "user.conf cannot set seeds");
-        assert_eq!(
-            s.performance_sample_count_override, 0,
-            "the embedded mlperf.conf (1024 for resnet50) is not applied"
-        );
-        assert!(diagnostics.is_empty(), "{diagnostics:?}");
-
-        std::fs::write(&rules, "*.*.qsl_rng_seed = 1 # bad\n").unwrap();
-        let err = cli(&args).settings("resnet50").unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        assert!(
-            err.to_string()
-                .contains("value needs to be integer or double, line=1"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn invalid_user_conf_is_logged_and_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let user = dir.path().join("user.conf");
-        std::fs::write(
-            &user,
-            "*.Server.target_qps = 50\n*.Server.min_duration = 1000 ms\n",
-        )
-        .unwrap();
-        let args = [
-            "--scenario",
-            "Server",
-            "--user-conf",
-            user.to_str().unwrap(),
-        ];
-        let (s, diagnostics) = cli(&args).settings("resnet50").unwrap();
-        assert_eq!(s.server_target_qps, 1.0, "nothing from the file applies");
-        assert_eq!(
-            s.server_target_latency_ns, 15_000_000,
-            "mlperf.conf applies"
-        );
-        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
-        assert_eq!(diagnostics[0].key, "error_invalid_config");
-    }
-
-    #[test]
-    fn mode_comes_from_user_conf_unless_given() {
-        let dir = tempfile::tempdir().unwrap();
-        let user = dir.path().join("user.conf");
-        std::fs::write(&user, "*.*.mode = 1\n").unwrap();
-        let user = user.to_str().unwrap();
-        let (s, _) = cli(&[]).settings("resnet50").unwrap();
-        assert_eq!(s.mode, TestMode::PerformanceOnly);
-        let (s, _) = cli(&["--user-conf", user]).settings("resnet50").unwrap();
-        assert_eq!(s.mode, TestMode::AccuracyOnly);
-        let (s, _) = cli(&["--user-conf", user, "--mode", "PerformanceOnly"])
-            .settings("resnet50")
-            .unwrap();
-        assert_eq!(s.mode, TestMode::PerformanceOnly);
-    }
-
-    #[test]
     fn missing_conf_and_bad_combinations_are_errors() {
         let err = cli(&["--user-conf", "/nonexistent/user.conf"])
             .settings("resnet50")
@@ -708,7 +578,7 @@ mod tests {
                 &["--mode", "FindPeakPerformance"],
                 "needs --scenario Server",
             ),
-            (&["--threads", "0"], "--threads"),
+            (&["--threads", "0"], "--connections must be at least 1"),
             (&["--qps=-1"], "--qps"),
             (
                 &["--endpoint", "null", "--endpoint", "http://x:1"],

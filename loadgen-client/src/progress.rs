@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::sut::{CompletionHandler, QuerySample, ResponseSink, SampleResponse, Sut};
+use loadgen::sut::{CompletionHandler, QuerySample, ResponseSink, SampleResponse, Sut};
 
 #[derive(Debug)]
 struct Stats {

@@ -492,6 +492,54 @@ fn accuracy_run_against_the_null_sut_writes_scored_accuracy_txt() {
 }
 
 #[test]
+fn accuracy_runs_on_unlabelled_data_write_the_log_and_say_how_to_score_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = digits_dataset(dir.path(), &[0, 1, 2]);
+    std::fs::remove_file(images.join("val_map.txt")).unwrap();
+    let images = images.to_str().unwrap().to_string();
+    let synthetic = ["--dataset", "synthetic", "--count", "6"];
+    let folder = ["--dataset-path", images.as_str()];
+    for (data, entries) in [(&synthetic[..], 6), (&folder[..], 3)] {
+        let out_dir = dir.path().join("out");
+        let _ = std::fs::remove_dir_all(&out_dir);
+        let mut args = vec![
+            "--endpoint",
+            "null",
+            "--profile",
+            "digits-cnn",
+            "--accuracy",
+        ];
+        args.extend_from_slice(data);
+        args.extend_from_slice(&["--output-dir", "out"]);
+        let out = run(&args, dir.path());
+        assert_exit(
+            &out,
+            0,
+            "accuracy.txt not written: the dataset has no labels",
+        );
+        let log: Value = serde_json::from_slice(
+            &std::fs::read(out_dir.join("mlperf_log_accuracy.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(log.as_array().map(Vec::len), Some(entries), "{args:?}");
+        assert!(!out_dir.join("accuracy.txt").exists());
+        let (detail, _) = read_detail(&out_dir.join("mlperf_log_detail.txt"));
+        let version = detail["loadgen_version"]
+            .value
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            version.starts_with(&format!(
+                "6.0.17 (reproduced by loadgen-client {}",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{version}"
+        );
+    }
+}
+
+#[test]
 fn coco_accuracy_run_reports_map() {
     let dir = tempfile::tempdir().unwrap();
     let coco = dir.path().join("coco");

@@ -2,6 +2,8 @@
 //! accuracy-coco.py scores an MLPerf accuracy log. Needs a Python with numpy and pycocotools:
 //! `$LOADGEN_PYTHON`, else the workspace's `.venv/bin/python`; skipped (with a notice) otherwise.
 
+// The LoadGen crate's test helpers (python_unavailable).
+#[path = "../../loadgen/tests/common/mod.rs"]
 mod common;
 
 use std::fmt::Write as _;

@@ -13,13 +13,13 @@ use inference_proto::inference::infer_parameter::ParameterChoice;
 use inference_proto::inference::model_infer_response::InferOutputTensor;
 use inference_proto::inference::model_metadata_response::TensorMetadata;
 use inference_proto::inference::*;
+use loadgen::sut::{
+    CompletionHandler, Qsl, QuerySample, ResponseSink, SampleResponse, ServerTiming, Sut,
+};
 use loadgen_client::dataset::imagenet::ImagenetSource;
 use loadgen_client::dataset::DatasetQsl;
 use loadgen_client::grpc_sut::{GrpcSut, GrpcSutConfig, GrpcSutError};
 use loadgen_client::profile::lookup;
-use loadgen_client::sut::{
-    CompletionHandler, Qsl, QuerySample, ResponseSink, SampleResponse, ServerTiming, Sut,
-};
 use tonic::{Request, Response, Status};
 
 /// Serves model "digits": input FP32 [-1,1,8,8], output logits FP32 [-1,10], one-hot at the

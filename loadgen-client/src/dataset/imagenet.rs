@@ -1,5 +1,7 @@
 //! ImageNet-layout datasets: a folder of images plus a list file (`val_map.txt` by default) with
-//! one `<relative file> <label>` per line; QSL index = line order.
+//! one `<relative file> <label>` per line; QSL index = line order. A folder without a list file
+//! is served unlabelled: its images in file-name order (performance runs, and accuracy logs to be
+//! scored elsewhere).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -7,23 +9,31 @@ use std::path::{Path, PathBuf};
 use super::{DatasetError, GroundTruth, ImageFiles, SampleSource};
 use crate::profile::Profile;
 
-/// An ImageNet-style labelled image folder.
+/// File extensions taken as images in a folder without a list file.
+const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// An ImageNet-style image folder, labelled when it has a list file.
 #[derive(Debug)]
 pub struct ImagenetSource {
     images: ImageFiles,
-    labels: Vec<i64>,
+    labels: Option<Vec<i64>>,
 }
 
 impl ImagenetSource {
     /// Reads the list (`list` or `dir/val_map.txt`), keeps the first `count` entries and checks
-    /// that every image exists.
+    /// that every image exists. Without `list` and without `dir/val_map.txt`, the folder's
+    /// images (`.jpg`, `.jpeg`, `.png`) are taken unlabelled, sorted by name.
     pub fn open(
         dir: &Path,
         list: Option<&Path>,
         count: Option<usize>,
         profile: &Profile,
     ) -> Result<Self, DatasetError> {
-        let list_path = list.map_or_else(|| dir.join("val_map.txt"), Path::to_path_buf);
+        let default_list = dir.join("val_map.txt");
+        if list.is_none() && !default_list.exists() && dir.is_dir() {
+            return Self::unlabelled(dir, count, profile);
+        }
+        let list_path = list.map_or(default_list, Path::to_path_buf);
         let text = fs::read_to_string(&list_path).map_err(|source| DatasetError::Io {
             path: list_path.clone(),
             source,
@@ -66,7 +76,43 @@ impl ImagenetSource {
                 files,
                 profile: profile.clone(),
             },
-            labels,
+            labels: Some(labels),
+        })
+    }
+
+    fn unlabelled(
+        dir: &Path,
+        count: Option<usize>,
+        profile: &Profile,
+    ) -> Result<Self, DatasetError> {
+        let entries = fs::read_dir(dir).map_err(|source| DatasetError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                        IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+                    })
+            })
+            .collect();
+        if files.is_empty() {
+            return Err(DatasetError::Invalid(format!(
+                "{} has no val_map.txt and no .jpg/.jpeg/.png images; give --dataset-list or a folder of images",
+                dir.display()
+            )));
+        }
+        files.sort();
+        files.truncate(count.unwrap_or(usize::MAX));
+        Ok(Self {
+            images: ImageFiles {
+                files,
+                profile: profile.clone(),
+            },
+            labels: None,
         })
     }
 }
@@ -89,7 +135,10 @@ impl SampleSource for ImagenetSource {
     }
 
     fn ground_truth(&self) -> GroundTruth {
-        GroundTruth::Labels(self.labels.clone())
+        match &self.labels {
+            Some(labels) => GroundTruth::Labels(labels.clone()),
+            None => GroundTruth::None,
+        }
     }
 }
 
@@ -158,6 +207,29 @@ mod tests {
         let err = ImagenetSource::open(dir.path(), None, None, profile)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("val_map.txt"), "{err}");
+        assert!(err.contains("no val_map.txt and no .jpg"), "{err}");
+        let err = ImagenetSource::open(
+            dir.path(),
+            Some(&dir.path().join("list.txt")),
+            None,
+            profile,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("list.txt"), "{err}");
+    }
+
+    #[test]
+    fn a_folder_without_a_list_is_served_unlabelled_in_name_order() {
+        let dir = folder("", &["b.png", "a.PNG", "c.jpg"]);
+        fs::remove_file(dir.path().join("val_map.txt")).unwrap();
+        fs::write(dir.path().join("notes.txt"), "not an image").unwrap();
+        let profile = lookup("digits-cnn").unwrap();
+        let src = ImagenetSource::open(dir.path(), None, None, profile).unwrap();
+        assert_eq!(src.len(), 3);
+        assert_eq!(src.file(0).unwrap(), dir.path().join("a.PNG"));
+        assert!(matches!(src.ground_truth(), GroundTruth::None));
+        let src = ImagenetSource::open(dir.path(), None, Some(1), profile).unwrap();
+        assert_eq!(src.len(), 1);
     }
 }

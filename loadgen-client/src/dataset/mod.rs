@@ -16,7 +16,7 @@ use rayon::prelude::*;
 pub use cache::Cache;
 
 use crate::profile::Profile;
-use crate::sut::{Qsl, QslError};
+use loadgen::sut::{Qsl, QslError};
 
 /// Why a dataset could not be opened or a sample not be prepared.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! Runs the real official LoadGen 6.0.17 (through `shared/tools/official-loadgen-probe.py`) with
+//! Runs the real official LoadGen 6.0.17 (through `tests/tools/official-loadgen-probe.py`) with
 //! settings that are not in the stored references and checks that every seed-derived value this
 //! crate computes is the same: loaded sets, generated query counts and durations, the sample index
 //! of every issued sample, and which samples reach the accuracy log.
@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use loadgen_client::schedule::{
+use loadgen::schedule::{
     accuracy_log_offset, accuracy_log_probability, generate_loadable_sets, generate_queries,
     should_log_accuracy, PassKind, QueryPlan, SequenceGen,
 };
-use loadgen_client::settings::{EffectiveSettings, TestMode, TestScenario};
+use loadgen::settings::{EffectiveSettings, TestMode, TestScenario};
 
 fn python() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("LOADGEN_PYTHON") {
@@ -41,7 +41,7 @@ fn probe(
         return None;
     };
     let out = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let script = shared_dir().join("tools/official-loadgen-probe.py");
+    let script = probe_script();
     let status = Command::new(python)
         .arg(&script)
         .arg(out.path())
@@ -421,14 +421,14 @@ fn submission_run_continues_sequence_ids() {
 
 /// Runs this crate's LoadGen with the probe's SUT model (1 ms per 8 samples).
 fn run_ours(
-    settings: &loadgen_client::settings::TestSettings,
+    settings: &loadgen::settings::TestSettings,
     dir: &Path,
     total: usize,
     perf: usize,
-) -> loadgen_client::runner::TestOutcome {
-    use loadgen_client::null_sut::{MemoryQsl, NullSut};
-    use loadgen_client::runner::{start_test, RunOptions};
-    use loadgen_client::settings::LogSettings;
+) -> loadgen::runner::TestOutcome {
+    use loadgen::null_sut::{MemoryQsl, NullSut};
+    use loadgen::runner::{start_test, RunOptions};
+    use loadgen::settings::LogSettings;
     use std::sync::Arc;
     use std::time::Duration;
     start_test(

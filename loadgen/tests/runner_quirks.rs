@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use common::*;
-use loadgen_client::config::{ConfType, ConfigSession};
-use loadgen_client::null_sut::{payload, MemoryQsl};
-use loadgen_client::runner::{start_test, RunOptions, TestOutcome};
-use loadgen_client::settings::{LogSettings, TestMode, TestScenario, TestSettings};
-use loadgen_client::sut::{QuerySample, ResponseSink, SampleResponse, Sut};
+use loadgen::config::{ConfType, ConfigSession};
+use loadgen::null_sut::{payload, MemoryQsl};
+use loadgen::runner::{start_test, RunOptions, TestOutcome};
+use loadgen::settings::{LogSettings, TestMode, TestScenario, TestSettings};
+use loadgen::sut::{QuerySample, ResponseSink, SampleResponse, Sut};
 
 /// Records every issue_query call; answers each sample `repeat` times, optionally after
 /// sleeping in the first call.
@@ -231,7 +231,7 @@ fn server_coalesces_late_queries() {
 
 #[test]
 fn find_peak_performance_searches_server_qps() {
-    use loadgen_client::null_sut::NullSut;
+    use loadgen::null_sut::NullSut;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let settings = TestSettings {
         scenario: TestScenario::Server,

@@ -24,10 +24,15 @@ pub fn render(total_samples: usize, timed: &[BreakdownSample]) -> Option<String>
         v.sort_unstable();
         v
     };
+    // Server timings are input from the network: clamp them, and never overflow.
+    let ns = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let total = column(&|(l, _)| *l);
-    let queue = column(&|(_, t)| t.queue_ns as i64);
-    let compute = column(&|(_, t)| t.compute_ns as i64);
-    let network = column(&|(l, t)| l - t.queue_ns as i64 - t.compute_ns as i64);
+    let queue = column(&|(_, t)| ns(t.queue_ns));
+    let compute = column(&|(_, t)| ns(t.compute_ns));
+    let network = column(&|(l, t)| {
+        l.saturating_sub(ns(t.queue_ns))
+            .saturating_sub(ns(t.compute_ns))
+    });
     let mean_batch = timed
         .iter()
         .map(|(_, t)| f64::from(t.batch_size))
@@ -93,5 +98,23 @@ mod tests {
             .unwrap_or_default();
         assert!(net.split_whitespace().any(|w| w == "304"), "{net}");
         assert!(text.contains("Mean server batch size : 4.00"));
+    }
+
+    #[test]
+    fn hostile_server_timings_cannot_overflow() {
+        let samples: Vec<BreakdownSample> =
+            [(i64::MIN, u64::MAX), (i64::MAX, 0), (5, u64::MAX / 2)]
+                .into_iter()
+                .map(|(latency_ns, v)| BreakdownSample {
+                    latency_ns,
+                    timing: ServerTiming {
+                        queue_ns: v,
+                        compute_ns: v,
+                        batch_size: u32::MAX,
+                    },
+                })
+                .collect();
+        let text = render(3, &samples).unwrap_or_default();
+        assert!(text.contains("Network + client"), "{text}");
     }
 }

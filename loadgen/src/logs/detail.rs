@@ -16,8 +16,8 @@ use crate::logs::version;
 pub enum Value {
     /// Quoted, not escaped.
     Str(String),
-    /// Emitted verbatim inside quotes (already escaped text).
-    Escaped(&'static str),
+    /// Quoted and JSON-escaped (free text such as git messages, which the original escapes).
+    Escaped(String),
     Int(i64),
     UInt(u64),
     /// C++ default stream format.
@@ -33,7 +33,7 @@ impl Value {
     fn render(&self) -> String {
         match self {
             Value::Str(s) => format!("\"{s}\""),
-            Value::Escaped(s) => format!("\"{s}\""),
+            Value::Escaped(s) => format!("\"{}\"", json_escape(s)),
             Value::Int(v) => v.to_string(),
             Value::UInt(v) => v.to_string(),
             Value::Float(v) => fmt_g(*v),
@@ -178,14 +178,19 @@ impl DetailLog {
         )
     }
 
-    /// The seven `loadgen_*` identity lines that open every log.
-    pub fn log_version(&mut self, at: Instant) -> io::Result<()> {
+    /// The seven `loadgen_*` identity lines that open every log, naming `writer` (the program
+    /// and version that uses this crate) as the log's author.
+    pub fn log_version(&mut self, at: Instant, writer: &str) -> io::Result<()> {
         let file_sha1 = version::FILE_SHA1
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let lines = [
-            (53, "loadgen_version", version::LOADGEN_VERSION.into()),
+            (
+                53,
+                "loadgen_version",
+                version::loadgen_version(writer).into(),
+            ),
             (
                 55,
                 "loadgen_build_date_local",
@@ -200,12 +205,14 @@ impl DetailLog {
             (
                 58,
                 "loadgen_git_log_message",
-                Value::Escaped(version::GIT_LOG_MESSAGE_ESCAPED),
+                Value::Escaped(version::GIT_LOG.into()),
             ),
+            // Logged, never turned into the official `error_uncommitted_loadgen_changes`: a
+            // development build is not a submission, and that error would fail the checker.
             (
                 60,
                 "loadgen_git_status_message",
-                version::GIT_STATUS_MESSAGE.into(),
+                Value::Escaped(version::GIT_STATUS.into()),
             ),
             (67, "loadgen_file_sha1", Value::Map(file_sha1)),
         ];
@@ -266,6 +273,23 @@ impl DetailLog {
         }
         Ok(())
     }
+}
+
+/// `text` as the inside of a JSON string.
+fn json_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The kernel thread id of the calling thread, from `/proc/thread-self`.

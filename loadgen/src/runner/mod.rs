@@ -55,6 +55,9 @@ pub struct RunOptions {
     /// waits for what is outstanding and is reported; later passes are skipped. The log files are
     /// finished either way.
     pub stop: Arc<AtomicBool>,
+    /// The program (name and version) that runs the test, named as the author of the logs in
+    /// `loadgen_version` [default: `loadgen <crate version>`].
+    pub writer: String,
 }
 
 impl Default for RunOptions {
@@ -63,6 +66,7 @@ impl Default for RunOptions {
             audit_config: PathBuf::from("audit.config"),
             pre_test_diagnostics: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
+            writer: crate::logs::version::default_writer(),
         }
     }
 }
@@ -323,7 +327,7 @@ impl Test {
         for d in &options.pre_test_diagnostics {
             self.log(|log, _| log.diagnostic(d))?;
         }
-        self.log(|d, at| d.log_version(at))?;
+        self.log(|d, at| d.log_version(at, &options.writer))?;
         let qsl = self.qsl.clone();
         self.log(|d, at| {
             let site = |line| Site::new(LOADGEN, line);

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use loadgen_client::null_sut::{MemoryQsl, NullSut};
-use loadgen_client::runner::{start_test, RunOptions, TestOutcome};
-use loadgen_client::settings::{LogSettings, TestMode, TestScenario};
+use loadgen::null_sut::{MemoryQsl, NullSut};
+use loadgen::runner::{start_test, RunOptions, TestOutcome};
+use loadgen::settings::{LogSettings, TestMode, TestScenario};
 
 /// The probe's service time per chunk.
 const MS1: Duration = Duration::from_millis(1);
@@ -65,8 +65,6 @@ fn keys(entries: &[Entry]) -> Vec<String> {
 
 /// Keys whose values are fixed by the settings and seeds.
 const DETERMINISTIC: &[&str] = &[
-    "loadgen_version",
-    "loadgen_file_sha1",
     "sut_name",
     "qsl_name",
     "qsl_reported_total_count",
@@ -227,7 +225,7 @@ fn single_stream_accuracy_is_byte_identical() {
 
 #[test]
 fn failed_samples_are_counted_and_logged() {
-    use loadgen_client::sut::{QuerySample, ResponseSink, SampleResponse, Sut};
+    use loadgen::sut::{QuerySample, ResponseSink, SampleResponse, Sut};
     struct Failing;
     impl Sut for Failing {
         fn name(&self) -> String {
@@ -247,7 +245,7 @@ fn failed_samples_are_counted_and_logged() {
         }
     }
     let out = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let mut settings = loadgen_client::settings::TestSettings {
+    let mut settings = loadgen::settings::TestSettings {
         mode: TestMode::AccuracyOnly,
         ..Default::default()
     };
@@ -275,4 +273,56 @@ fn failed_samples_are_counted_and_logged() {
         .summary_text
         .ends_with("\n5 ERRORS encountered. See detailed log.\n"));
     assert!(Path::new(&outcome.paths.accuracy).exists());
+}
+
+#[test]
+fn the_detail_log_names_its_writer_and_its_sources() {
+    let (outcome, _dir) = run(
+        "SingleStream_AccuracyOnly",
+        TestScenario::SingleStream,
+        TestMode::AccuracyOnly,
+        None,
+    );
+    let detail = read_detail(&outcome.paths.detail);
+    let official =
+        read_detail(&reference("SingleStream_AccuracyOnly").join("mlperf_log_detail.txt"));
+    let identity = |entries: &[Entry]| -> Vec<String> {
+        entries.iter().take(7).map(|e| e.key.clone()).collect()
+    };
+    assert_eq!(
+        identity(&detail),
+        identity(&official),
+        "same keys, same place"
+    );
+
+    let version = first(&detail, "loadgen_version");
+    let version = version.as_str().unwrap_or_default();
+    assert_ne!(
+        version,
+        first(&official, "loadgen_version")
+            .as_str()
+            .unwrap_or_default()
+    );
+    assert!(
+        version.starts_with("6.0.17 (reproduced by loadgen ")
+            && version.ends_with("not the official LoadGen)"),
+        "{version}"
+    );
+    // Every source file of this crate is listed with its real SHA-1.
+    let sha1 = first(&detail, "loadgen_file_sha1");
+    let lib = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    use sha1::Digest;
+    assert_eq!(
+        sha1["/src/lib.rs"].as_str(),
+        Some(format!("{:x}", sha1::Sha1::digest(&lib)).as_str())
+    );
+    assert!(
+        sha1.get("/loadgen.cc").is_none(),
+        "no official source hashes"
+    );
+    let errors: Vec<&Entry> = detail.iter().filter(|e| e.is_error).collect();
+    assert!(
+        errors.is_empty(),
+        "a dirty tree is not an error line: {errors:?}"
+    );
 }

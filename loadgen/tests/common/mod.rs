@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use loadgen_client::config::{ConfType, ConfigSession};
-use loadgen_client::settings::{TestMode, TestScenario, TestSettings};
+use loadgen::config::{ConfType, ConfigSession};
+use loadgen::settings::{TestMode, TestScenario, TestSettings};
 
 /// Reports a test that cannot run for lack of Python tools: a printed skip, or a failure when
 /// `LOADGEN_REQUIRE_PYTHON` is set (CI sets it, so a missing tool can never pass silently).
@@ -17,26 +17,17 @@ pub fn python_unavailable(reason: &str) {
     println!("SKIPPED: {reason}");
 }
 
-/// `shared/` of the project: `$LOADGEN_SHARED_DIR`, else `<crate>/../../shared`, else
-/// `<crate>/../shared` (CI layout).
-pub fn shared_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("LOADGEN_SHARED_DIR") {
-        return PathBuf::from(dir);
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [manifest.join("../../shared"), manifest.join("../shared")];
-    candidates
-        .iter()
-        .find(|p| p.join("reference").is_dir())
-        .cloned()
-        .unwrap_or_else(|| candidates[0].clone())
+/// A reference folder of the official LoadGen 6.0.17, committed as test data
+/// (`tests/data/official-loadgen-6.0.17`, made by `tests/tools/official-loadgen-probe.py`).
+pub fn reference(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/official-loadgen-6.0.17")
+        .join(name)
 }
 
-/// A reference folder of the official LoadGen 6.0.17.
-pub fn reference(name: &str) -> PathBuf {
-    shared_dir()
-        .join("reference/official-loadgen-6.0.17")
-        .join(name)
+/// The script that runs the official LoadGen with the probe SUT.
+pub fn probe_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/official-loadgen-probe.py")
 }
 
 /// One `:::MLLOG` line.
@@ -140,20 +131,30 @@ pub fn mask_digits(s: &str) -> String {
 }
 
 /// Every detail line has the reference's bytes once numbers are masked, and the same
-/// `metadata.file` and `metadata.line_no`.
+/// `metadata.file` and `metadata.line_no`. The `loadgen_*` identity lines, whose values name
+/// who wrote the log, are compared by key and position only.
 pub fn assert_same_line_layout(ours: &Path, theirs: &Path) {
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let (ours, theirs) = (read(ours), read(theirs));
     assert_eq!(ours.lines().count(), theirs.lines().count());
+    let parse =
+        |l: &str| -> serde_json::Value { serde_json::from_str(&l[9..]).unwrap_or_default() };
     for (a, b) in ours.lines().zip(theirs.lines()) {
-        assert_eq!(mask_digits(a), mask_digits(b));
-        let meta = |l: &str| {
-            let v: serde_json::Value = serde_json::from_str(&l[9..]).unwrap_or_default();
+        let (va, vb) = (parse(a), parse(b));
+        if vb["key"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("loadgen_"))
+        {
+            assert_eq!(va["key"], vb["key"], "{a}");
+        } else {
+            assert_eq!(mask_digits(a), mask_digits(b));
+        }
+        let meta = |v: &serde_json::Value| {
             (
                 v["metadata"]["file"].clone(),
                 v["metadata"]["line_no"].clone(),
             )
         };
-        assert_eq!(meta(a), meta(b), "{a}");
+        assert_eq!(meta(&va), meta(&vb), "{a}");
     }
 }
