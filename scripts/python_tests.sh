@@ -3,6 +3,7 @@
 # and the official tools against loadgen-client's output. Uses the debug build made by `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh
 
 bin=target/debug
 port=$((20000 + RANDOM % 20000))
@@ -12,15 +13,7 @@ log=$(mktemp)
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
 
-for _ in $(seq 1 100); do
-    if .venv/bin/python -c "import tritonclient.grpc as g, sys; sys.exit(0 if g.InferenceServerClient('127.0.0.1:$port').is_server_ready() else 1)" 2>/dev/null; then
-        break
-    fi
-    if ! kill -0 "$server" 2>/dev/null; then
-        echo "inference-server exited during start-up:" >&2; cat "$log" >&2; exit 1
-    fi
-    sleep 0.2
-done
+wait_for_server "$port" "$server" "$log" 60
 
 INFERENCE_SERVER_GRPC="127.0.0.1:$port" LOADGEN_CLIENT="$bin/loadgen-client" \
     .venv/bin/python -m pytest -q tests/python

@@ -7,13 +7,14 @@
 #              GRPC_PORT (default 8001), METRICS_PORT (default 8002).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh
 
 qps="${QPS:-200}"
 duration="${TIME:-10}"
 grpc_port="${GRPC_PORT:-8001}"
 metrics_port="${METRICS_PORT:-8002}"
 
-scripts/setup.sh
+bash scripts/setup.sh
 cargo build --release --locked -p inference-server -p loadgen-client
 
 log=output/quickstart/server.log
@@ -23,12 +24,7 @@ target/release/inference-server --model-repository models/repository \
 server=$!
 trap 'kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
 
-ready="import sys, tritonclient.grpc as g; sys.exit(0 if g.InferenceServerClient('127.0.0.1:$grpc_port').is_server_ready() else 1)"
-for _ in $(seq 1 150); do
-    .venv/bin/python -c "$ready" 2>/dev/null && break
-    kill -0 "$server" 2>/dev/null || { echo "inference-server did not start:" >&2; cat "$log" >&2; exit 1; }
-    sleep 0.2
-done
+wait_for_server "$grpc_port" "$server" "$log" 60
 echo "inference-server is serving models/repository on 127.0.0.1:$grpc_port (metrics: http://127.0.0.1:$metrics_port/metrics)"
 
 target/release/loadgen-client --endpoint "http://127.0.0.1:$grpc_port" --model digits-cnn \

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The project's test command (README "Quick start"): lint, build once, run every Rust and Python test.
-# Expects the Python environment from scripts/setup.sh (./.venv with the runtimes and reference tools).
+# The project's test command (README "Quick start"): set up (idempotent), lint, build once, run
+# every Rust and Python test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(.venv/bin/python -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))[0])')}"
+bash scripts/setup.sh
+
+ort_library=$(.venv/bin/python -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))[0])') \
+    || { echo "test.sh: cannot find libonnxruntime in .venv's onnxruntime wheel" >&2; exit 1; }
+export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$ort_library}"
 
 # Tests that compare with the official Python tools must run here, never skip.
 export LOADGEN_REQUIRE_PYTHON=1
@@ -12,4 +16,4 @@ export LOADGEN_REQUIRE_PYTHON=1
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
-scripts/python_tests.sh
+bash scripts/python_tests.sh
