@@ -1,18 +1,20 @@
-//! Serving-overhead benchmark: what the server costs on top of the bare ONNX Runtime session.
+//! Serving-overhead benchmark: what the server costs on top of the bare runtime, for each
+//! backend asked for (`--backend onnxruntime,openvino`), and how the backends compare.
 //!
-//! On one model and in one run it measures
-//! - **in-process**: the server's own backend code (`backend::load_instances`, same session settings
-//!   as the server) in a sequential loop, at batch 1 and at batch B;
+//! On one model and in one run it measures, per backend,
+//! - **in-process**: the server's own backend code (loaded from the same `config.toml` text as
+//!   the served model, so the same runtime settings) in a sequential loop, at batch 1 and at B;
 //! - **through the server**: the real `inference-server` binary, spawned on loopback ports with a
-//!   temporary repository holding the model twice (`overhead-on`: dynamic batching up to B with a
-//!   queue delay; `overhead-off`: `max_batch_size = 1`), driven over gRPC `ModelInfer` with
-//!   `raw_input_contents` at concurrency 1 and at concurrency C (closed loop, C in-flight requests
-//!   over a few HTTP/2 connections).
+//!   temporary repository holding the model twice per backend (`overhead-on-<backend>`: dynamic
+//!   batching up to B with a queue delay; `overhead-off-<backend>`: `max_batch_size = 1`), driven
+//!   over gRPC `ModelInfer` with `raw_input_contents` at concurrency 1 and at concurrency C (closed
+//!   loop, C in-flight requests over a few HTTP/2 connections).
 //!
 //! Every configuration is warmed up once, then the configurations are measured round-robin
 //! `repeats` times (so slow drifts of a noisy machine hit them all alike) and medians are printed
 //! as a markdown table with ratios to the matching in-process figure: batch-1 for concurrency 1 and
-//! for batching off, batch-B for batching on. A ratio is the median of the per-repeat ratios.
+//! for batching off, batch-B for batching on; the in-process rows of the second and later
+//! backends are compared with the first backend's. A ratio is the median of the per-repeat ratios.
 //! Throughput is samples / wall time up to the last answer; latency is per call (per request
 //! through the server, measured by the client); CPU is the user + system time of the bench and
 //! server processes together per sample. CPU time shifts less than wall time when other programs
@@ -36,9 +38,11 @@ use inference_proto::inference::{
 };
 use inference_proto::DataType;
 use inference_server::api::infer::BATCH_SIZE_PARAMETER;
+use inference_server::backend::runtime::{LoadRequest, ModelFiles};
 use inference_server::backend::{
-    library, load_instances, Backend, BackendError, BackendKind, BatchSupport, LoadSpec, TensorSpec,
+    onnxruntime, openvino, Backend, BackendError, BatchSupport, TensorSpec,
 };
+use inference_server::model_config::ModelConfig;
 use inference_server::tensor::Tensor;
 use tonic::transport::{Channel, Endpoint};
 
@@ -56,9 +60,18 @@ const OUTPUT_TOLERANCE: f32 = 1e-3;
 #[derive(Debug, Parser)]
 #[command(
     name = BENCH_NAME,
-    about = "Serving overhead: in-process ONNX Runtime vs the same model through inference-server over loopback gRPC"
+    about = "Serving overhead: each backend in-process vs the same model through inference-server over loopback gRPC"
 )]
 struct Args {
+    /// Backends to measure, comma-separated: onnxruntime, openvino. The first is the reference
+    /// the others' in-process rows are compared with.
+    #[arg(
+        long = "backend",
+        env = "SERVING_OVERHEAD_BACKENDS",
+        value_delimiter = ',',
+        default_value = "onnxruntime"
+    )]
+    backends: Vec<String>,
     /// Model folder (DIR/<version>/model.onnx, the highest version is used) or an .onnx file
     /// [default: models/generated/efficientnet-lite0 if present, else models/repository/digits-cnn;
     /// digits-cnn in smoke mode].
@@ -118,7 +131,7 @@ enum BenchError {
     },
     #[error("model {path}: {message}")]
     Model { path: PathBuf, message: String },
-    #[error("in-process ONNX Runtime: {0}")]
+    #[error("in-process backend: {0}")]
     Backend(#[from] BackendError),
     #[error("{action}: {source}")]
     Io {
@@ -135,7 +148,7 @@ enum BenchError {
     Connect(#[from] tonic::transport::Error),
     #[error("ModelInfer on '{model}' failed: {status}")]
     Infer {
-        model: &'static str,
+        model: String,
         status: tonic::Status,
     },
     #[error("bad answer from inference-server: {0}")]
@@ -152,6 +165,7 @@ enum Mode {
 /// Resolved settings.
 #[derive(Debug)]
 struct Settings {
+    backends: Vec<String>,
     model_file: PathBuf,
     duration: Duration,
     warmup: Duration,
@@ -229,7 +243,18 @@ impl Settings {
         if !server_binary.is_file() {
             return Err(BenchError::ServerBinary(server_binary));
         }
+        if let Some(unknown) = args
+            .backends
+            .iter()
+            .find(|b| !["onnxruntime", "openvino"].contains(&b.as_str()))
+        {
+            return Err(BenchError::Option {
+                option: "backend",
+                message: format!("'{unknown}' is not onnxruntime or openvino"),
+            });
+        }
         Ok(Settings {
+            backends: args.backends,
             model_file: model_file(&model)?,
             duration: seconds("duration", args.duration, 2.0, 0.3)?,
             warmup: seconds("warmup", args.warmup, 2.0, 0.2)?,
@@ -245,8 +270,9 @@ impl Settings {
     /// The `cargo bench` line that repeats this run.
     fn command(&self) -> String {
         format!(
-            "cargo bench -p inference-server --bench {BENCH_NAME} -- --model {} --duration {} \
+            "cargo bench -p inference-server --bench {BENCH_NAME} -- --backend {} --model {} --duration {} \
              --warmup {} --repeats {} --batch {} --concurrency {} --connections {} --max-queue-delay-us {}",
+            self.backends.join(","),
             self.model_file.display(),
             self.duration.as_secs_f64(),
             self.warmup.as_secs_f64(),
@@ -311,13 +337,20 @@ fn model_file(path: &Path) -> Result<PathBuf, BenchError> {
     Ok(path.join(version.to_string()).join("model.onnx"))
 }
 
-/// One line of the table: what runs, and which in-process row it is compared with.
+/// One line of the table: what runs (on the `backend`-th backend), and which row it is
+/// compared with.
 #[derive(Debug, Clone, Copy)]
 enum Configuration {
-    /// The backend in a sequential loop with batches of `batch`.
-    InProcess { batch: usize },
+    /// The backend in a sequential loop with batches of `batch`; later backends' rows are
+    /// compared with the first backend's at the same batch.
+    InProcess {
+        backend: usize,
+        batch: usize,
+        baseline: Option<usize>,
+    },
     /// `concurrency` closed-loop clients against the model served with or without batching.
     Server {
+        backend: usize,
         batching: Batching,
         concurrency: usize,
         /// Index of the in-process row this one is compared with.
@@ -335,45 +368,59 @@ enum Batching {
 }
 
 impl Batching {
-    /// The served model name.
-    fn model(self) -> &'static str {
+    /// The served model name for `backend`.
+    fn model(self, backend: &str) -> String {
         match self {
-            Batching::On => "overhead-on",
-            Batching::Off => "overhead-off",
+            Batching::On => format!("overhead-on-{backend}"),
+            Batching::Off => format!("overhead-off-{backend}"),
         }
     }
 }
 
-/// The table's rows, labelled, for batch `b` and concurrency `c`, in measuring order: each
-/// in-process reference is followed by the server rows compared with it, so that within a repeat
-/// a server figure and its reference are measured close together in time.
-fn configurations(b: usize, c: usize) -> Vec<(String, Configuration)> {
+/// The table's rows, labelled, for batch `b` and concurrency `c` and each backend, in measuring
+/// order: each in-process reference is followed by the server rows compared with it, so that
+/// within a repeat a server figure and its reference are measured close together in time.
+fn configurations(b: usize, c: usize, backends: &[String]) -> Vec<(String, Configuration)> {
     let mut rows: Vec<(String, Configuration)> = Vec::new();
-    for (batch, servers) in [
-        (
-            1,
-            vec![(Batching::Off, 1), (Batching::On, 1), (Batching::Off, c)],
-        ),
-        (b, vec![(Batching::On, c)]),
-    ] {
-        let baseline = rows.len();
-        rows.push((
-            format!("in-process, batch {batch}"),
-            Configuration::InProcess { batch },
-        ));
-        for (batching, concurrency) in servers {
-            let on_off = match batching {
-                Batching::On => "on",
-                Batching::Off => "off",
-            };
+    let mut first_backend_rows = Vec::new();
+    for (backend, name) in backends.iter().enumerate() {
+        for (step, (batch, servers)) in [
+            (
+                1,
+                vec![(Batching::Off, 1), (Batching::On, 1), (Batching::Off, c)],
+            ),
+            (b, vec![(Batching::On, c)]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let baseline = rows.len();
+            if backend == 0 {
+                first_backend_rows.push(baseline);
+            }
             rows.push((
-                format!("server, c={concurrency}, batching {on_off}"),
-                Configuration::Server {
-                    batching,
-                    concurrency,
-                    baseline,
+                format!("{name} in-process, batch {batch}"),
+                Configuration::InProcess {
+                    backend,
+                    batch,
+                    baseline: (backend > 0).then(|| first_backend_rows[step]),
                 },
             ));
+            for (batching, concurrency) in servers {
+                let on_off = match batching {
+                    Batching::On => "on",
+                    Batching::Off => "off",
+                };
+                rows.push((
+                    format!("{name} server, c={concurrency}, batching {on_off}"),
+                    Configuration::Server {
+                        backend,
+                        batching,
+                        concurrency,
+                        baseline,
+                    },
+                ));
+            }
         }
     }
     rows
@@ -546,7 +593,7 @@ type Client = GrpcInferenceServiceClient<Channel>;
 /// `duration` has passed; throughput counts up to the last answer.
 async fn measure_server(
     clients: &[Client],
-    model: &'static str,
+    model: &str,
     request: &ModelInferRequest,
     concurrency: usize,
     duration: Duration,
@@ -563,7 +610,10 @@ async fn measure_server(
                 let response = client
                     .model_infer(request.clone())
                     .await
-                    .map_err(|status| BenchError::Infer { model, status })?
+                    .map_err(|status| BenchError::Infer {
+                        model: model.to_string(),
+                        status,
+                    })?
                     .into_inner();
                 latencies.push(sent.elapsed());
                 batch_sum += executed_batch(&response)?;
@@ -608,35 +658,55 @@ fn check_outputs(reference: &[Tensor], response: &ModelInferResponse) -> Result<
         )));
     }
     for (expected, got) in reference.iter().zip(&response.raw_output_contents) {
-        if expected.datatype != DataType::Fp32 || expected.data.len() != got.len() {
-            // Only FP32 outputs are compared value by value; others must match byte for byte.
-            if expected.data != *got {
-                return Err(BenchError::Answer(format!(
-                    "output '{}' differs from the in-process run",
-                    expected.name
-                )));
-            }
-            continue;
-        }
-        let floats = |bytes: &[u8]| -> Vec<f32> {
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        };
-        let (expected_values, got_values) = (floats(&expected.data), floats(got));
-        let scale = expected_values.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        let worst = expected_values
-            .iter()
-            .zip(&got_values)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        if worst.is_nan() || worst > OUTPUT_TOLERANCE * scale {
+        compare_bytes(expected, got, "the server")?;
+    }
+    Ok(())
+}
+
+/// Fails unless another backend's in-process outputs match the first backend's.
+fn check_tensors(reference: &[Tensor], theirs: &[Tensor], who: &str) -> Result<(), BenchError> {
+    if theirs.len() != reference.len() {
+        return Err(BenchError::Answer(format!(
+            "{who} gave {} outputs, the reference {}",
+            theirs.len(),
+            reference.len()
+        )));
+    }
+    for (expected, got) in reference.iter().zip(theirs) {
+        compare_bytes(expected, &got.data, who)?;
+    }
+    Ok(())
+}
+
+/// FP32 outputs within [`OUTPUT_TOLERANCE`] of the reference; others byte for byte.
+fn compare_bytes(expected: &Tensor, got: &[u8], who: &str) -> Result<(), BenchError> {
+    if expected.datatype != DataType::Fp32 || expected.data.len() != got.len() {
+        if expected.data != got {
             return Err(BenchError::Answer(format!(
-                "output '{}' differs from the in-process run by up to {worst} (scale {scale})",
+                "output '{}' of {who} differs from the in-process reference",
                 expected.name
             )));
         }
+        return Ok(());
+    }
+    let floats = |bytes: &[u8]| -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let (expected_values, got_values) = (floats(&expected.data), floats(got));
+    let scale = expected_values.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let worst = expected_values
+        .iter()
+        .zip(&got_values)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    if worst.is_nan() || worst > OUTPUT_TOLERANCE * scale {
+        return Err(BenchError::Answer(format!(
+            "output '{}' of {who} differs from the in-process reference by up to {worst} (scale {scale})",
+            expected.name
+        )));
     }
     Ok(())
 }
@@ -653,27 +723,32 @@ impl TempRepository {
             .prefix("serving-overhead-")
             .tempdir()
             .map_err(io("create a temporary model repository".into()))?;
-        let on = format!(
-            "backend = \"onnxruntime\"\ndevice = \"cpu\"\nmax_batch_size = {b}\ninstances = 1\n\n\
-             [dynamic_batching]\nmax_queue_delay_us = {delay}\npreferred_batch_sizes = [{b}]\n\
-             max_queue_size = {queue}\n",
-            b = settings.batch,
-            delay = settings.max_queue_delay_us,
-            queue = settings.concurrency.max(1024),
-        );
-        let off =
-            "backend = \"onnxruntime\"\ndevice = \"cpu\"\nmax_batch_size = 1\ninstances = 1\n";
-        for (name, config) in [
-            (Batching::On.model(), on.as_str()),
-            (Batching::Off.model(), off),
-        ] {
-            let version = dir.path().join(name).join("1");
-            std::fs::create_dir_all(&version)
-                .map_err(io(format!("create {}", version.display())))?;
-            std::os::unix::fs::symlink(&settings.model_file, version.join("model.onnx"))
-                .map_err(io(format!("link the model into {}", version.display())))?;
-            std::fs::write(dir.path().join(name).join("config.toml"), config)
-                .map_err(io(format!("write the config of {name}")))?;
+        for backend in &settings.backends {
+            let on = format!(
+                "{}max_batch_size = {b}\ninstances = 1\n\n\
+                 [dynamic_batching]\nmax_queue_delay_us = {delay}\npreferred_batch_sizes = [{b}]\n\
+                 max_queue_size = {queue}\n",
+                backend_config(backend),
+                b = settings.batch,
+                delay = settings.max_queue_delay_us,
+                queue = settings.concurrency.max(1024),
+            );
+            let off = format!(
+                "{}max_batch_size = 1\ninstances = 1\n",
+                backend_config(backend)
+            );
+            for (name, config) in [
+                (Batching::On.model(backend), on),
+                (Batching::Off.model(backend), off),
+            ] {
+                let version = dir.path().join(&name).join("1");
+                std::fs::create_dir_all(&version)
+                    .map_err(io(format!("create {}", version.display())))?;
+                std::os::unix::fs::symlink(&settings.model_file, version.join("model.onnx"))
+                    .map_err(io(format!("link the model into {}", version.display())))?;
+                std::fs::write(dir.path().join(&name).join("config.toml"), config)
+                    .map_err(io(format!("write the config of {name}")))?;
+            }
         }
         Ok(TempRepository { dir })
     }
@@ -695,7 +770,7 @@ impl ServerProcess {
     fn spawn(
         binary: &Path,
         repository: &Path,
-        onnxruntime: &Path,
+        libraries: &[(String, PathBuf)],
         log: PathBuf,
     ) -> Result<Self, BenchError> {
         let io = |action: &str| {
@@ -716,8 +791,12 @@ impl ServerProcess {
             .arg(grpc_addr.to_string())
             .arg("--metrics-addr")
             .arg(metrics_addr.to_string())
-            .arg("--onnxruntime-library")
-            .arg(onnxruntime)
+            .args(libraries.iter().flat_map(|(runtime, path)| {
+                [
+                    "--runtime-library".to_string(),
+                    format!("{runtime}={}", path.display()),
+                ]
+            }))
             .args(["--log-level", "warn"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -738,7 +817,7 @@ impl ServerProcess {
     /// Waits for ServerReady and for `models` to be ready, then opens `connections` clients.
     async fn connect_when_ready(
         &mut self,
-        models: &[&str],
+        models: &[String],
         connections: usize,
     ) -> Result<Vec<Client>, BenchError> {
         let started = Instant::now();
@@ -768,7 +847,7 @@ impl ServerProcess {
         };
         for model in models {
             let request = ModelReadyRequest {
-                name: (*model).to_string(),
+                name: model.clone(),
                 version: String::new(),
             };
             let ready = client
@@ -810,35 +889,108 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The generic part of a model config selecting `backend` on the CPU, with its default settings.
+fn backend_config(backend: &str) -> String {
+    let device = if backend == "openvino" { "CPU" } else { "cpu" };
+    format!("backend = \"{backend}\"\ndevice = \"{device}\"\n")
+}
+
+/// One backend loaded in-process, with its library and a description.
+struct InProcess {
+    name: String,
+    backend: Box<dyn Backend>,
+    library: PathBuf,
+    description: String,
+}
+
+impl InProcess {
+    /// Loads one instance of the model through the same config path the server uses.
+    fn load(name: &str, settings: &Settings) -> Result<Self, BenchError> {
+        let config = format!(
+            "{}max_batch_size = {}\n",
+            backend_config(name),
+            settings.batch
+        );
+        let parsed = ModelConfig::parse(Path::new("bench/config.toml"), &config).map_err(|e| {
+            BenchError::Option {
+                option: "backend",
+                message: format!("{e:?}"),
+            }
+        })?;
+        let group = &parsed.instance_groups[0];
+        let (library, description) = match name {
+            "openvino" => {
+                let lib = openvino::environment::load(None)?;
+                let description = format!("OpenVINO {} ({})", lib.version, lib.library.source);
+                (lib.library.path, description)
+            }
+            _ => {
+                let lib = onnxruntime::environment::load(None)?;
+                let threads = onnxruntime::OrtSettings::default().effective_intra_op_threads(1);
+                let description = format!(
+                    "ONNX Runtime {} ({}), {threads} intra-op threads",
+                    lib.version, lib.library.source
+                );
+                (lib.library.path, description)
+            }
+        };
+        let files = ModelFiles {
+            dir: settings
+                .model_file
+                .parent()
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+            model: settings.model_file.clone(),
+            files: vec![settings.model_file.clone()],
+        };
+        let backend = parsed.settings.load(&LoadRequest {
+            model: &files,
+            device: &group.device,
+            max_batch_size: settings.batch,
+            instances_on_device: 1,
+            library: Some(&library),
+        })?;
+        Ok(InProcess {
+            name: name.to_string(),
+            backend,
+            library,
+            description: format!("{name}: {description}"),
+        })
+    }
+}
+
 /// Loads everything, measures every configuration and prints the table.
 fn run(settings: &Settings) -> Result<(), BenchError> {
-    let runtime = library::onnxruntime(None)?;
-    let spec = LoadSpec {
-        max_batch_size: settings.batch,
-        library_path: Some(runtime.library.path.clone()),
-        ..LoadSpec::new(&settings.model_file)
-    };
-    let mut instances = load_instances(BackendKind::OnnxRuntime, &spec, 1)?;
-    let Some(backend) = instances.first_mut() else {
-        return Err(BenchError::Backend(BackendError::Inference(
-            "no instance was loaded".into(),
-        )));
-    };
-    let signature = backend.signature().clone();
+    let mut backends = settings
+        .backends
+        .iter()
+        .map(|name| InProcess::load(name, settings))
+        .collect::<Result<Vec<_>, _>>()?;
+    let signature = backends[0].backend.signature().clone();
     let model_error = |message: String| BenchError::Model {
         path: settings.model_file.clone(),
         message,
     };
-    if !matches!(signature.batch, BatchSupport::Dynamic { .. }) {
-        return Err(model_error(format!(
-            "batch support is {:?}; this bench needs a dynamic batch dimension",
-            signature.batch
-        )));
+    for b in &backends {
+        if !matches!(b.backend.signature().batch, BatchSupport::Dynamic { .. }) {
+            return Err(model_error(format!(
+                "batch support on {} is {:?}; this bench needs a dynamic batch dimension",
+                b.name,
+                b.backend.signature().batch
+            )));
+        }
     }
     let workload = Workload::new(&signature.inputs, settings.batch).map_err(model_error)?;
-    let reference = backend.infer(workload.single.clone())?;
-
-    let served = ServedModels::start(settings, &runtime.library.path, &workload, &reference)?;
+    let reference = backends[0].backend.infer(workload.single.clone())?;
+    for b in &mut backends[1..] {
+        let theirs = b.backend.infer(workload.single.clone())?;
+        check_tensors(&reference, &theirs, &b.name)?;
+    }
+    let libraries: Vec<(String, PathBuf)> = backends
+        .iter()
+        .map(|b| (b.name.clone(), b.library.clone()))
+        .collect();
+    let served = ServedModels::start(settings, &libraries, &workload, &reference)?;
 
     println!(
         "model: {} (inputs: {})",
@@ -850,16 +1002,13 @@ fn run(settings: &Settings) -> Result<(), BenchError> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for b in &backends {
+        println!("{} ({})", b.description, b.library.display());
+    }
     println!(
-        "ONNX Runtime {} from {}; {} intra-op threads per session; {} CPU cores",
-        runtime.version,
-        runtime.library.path.display(),
-        spec.effective_intra_op_threads(),
+        "{} CPU cores; server: {}; batching on = max_batch_size {b}, preferred [{b}], \
+         max_queue_delay_us {}; batching off = max_batch_size 1; {} HTTP/2 connections",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-    );
-    println!(
-        "server: {}; batching on = max_batch_size {b}, preferred [{b}], max_queue_delay_us {}; \
-         batching off = max_batch_size 1; {} HTTP/2 connections",
         settings.server_binary.display(),
         settings.max_queue_delay_us,
         settings.connections,
@@ -868,26 +1017,29 @@ fn run(settings: &Settings) -> Result<(), BenchError> {
     println!("command: {}", settings.command());
     println!("load average before: {}", load_average());
 
-    let backend = backend.as_mut();
     let processes = [std::process::id(), served.server_pid()];
     let mut measure = |configuration: Configuration, duration: Duration| {
         let cpu_before = cpu_time(&processes)?;
         let mut measurement = match configuration {
-            Configuration::InProcess { batch } => {
-                measure_in_process(backend, workload.inputs(batch), batch, duration)
-            }
+            Configuration::InProcess { backend, batch, .. } => measure_in_process(
+                backends[backend].backend.as_mut(),
+                workload.inputs(batch),
+                batch,
+                duration,
+            ),
             Configuration::Server {
+                backend,
                 batching,
                 concurrency,
                 ..
-            } => served.measure(batching, concurrency, duration),
+            } => served.measure(&settings.backends[backend], batching, concurrency, duration),
         }?;
         let cpu = cpu_time(&processes)?.saturating_sub(cpu_before);
         measurement.cpu_per_sample =
             cpu / u32::try_from(measurement.samples.max(1)).unwrap_or(u32::MAX);
         Ok::<_, BenchError>(measurement)
     };
-    let configurations = configurations(settings.batch, settings.concurrency);
+    let configurations = configurations(settings.batch, settings.concurrency, &settings.backends);
     if !settings.warmup.is_zero() {
         for (_, configuration) in &configurations {
             measure(*configuration, settings.warmup)?;
@@ -924,8 +1076,8 @@ fn run(settings: &Settings) -> Result<(), BenchError> {
 struct ServedModels {
     runtime: tokio::runtime::Runtime,
     clients: Vec<Client>,
-    request_on: ModelInferRequest,
-    request_off: ModelInferRequest,
+    /// The batch-1 request per served model name.
+    requests: std::collections::HashMap<String, ModelInferRequest>,
     /// Killed when dropped, before the repository it serves is deleted.
     process: ServerProcess,
     _repository: TempRepository,
@@ -936,7 +1088,7 @@ impl ServedModels {
     /// that each answers `workload` with the in-process `reference` outputs.
     fn start(
         settings: &Settings,
-        onnxruntime: &Path,
+        libraries: &[(String, PathBuf)],
         workload: &Workload,
         reference: &[Tensor],
     ) -> Result<Self, BenchError> {
@@ -951,29 +1103,34 @@ impl ServedModels {
         let mut process = ServerProcess::spawn(
             &settings.server_binary,
             repository.path(),
-            onnxruntime,
+            libraries,
             repository.path().join("server.log"),
         )?;
-        let clients = runtime.block_on(process.connect_when_ready(
-            &[Batching::On.model(), Batching::Off.model()],
-            settings.connections,
-        ))?;
+        let models: Vec<String> = settings
+            .backends
+            .iter()
+            .flat_map(|b| [Batching::On.model(b), Batching::Off.model(b)])
+            .collect();
+        let clients =
+            runtime.block_on(process.connect_when_ready(&models, settings.connections))?;
         let served = ServedModels {
             runtime,
             clients,
-            request_on: workload.request(Batching::On.model()),
-            request_off: workload.request(Batching::Off.model()),
+            requests: models
+                .iter()
+                .map(|m| (m.clone(), workload.request(m)))
+                .collect(),
             process,
             _repository: repository,
         };
-        for batching in [Batching::On, Batching::Off] {
+        for model in &models {
             let mut client = served.clients[0].clone();
-            let request = served.request(batching).clone();
+            let request = served.requests[model].clone();
             let answer = served
                 .runtime
                 .block_on(client.model_infer(request))
                 .map_err(|status| BenchError::Infer {
-                    model: batching.model(),
+                    model: model.clone(),
                     status,
                 })?;
             check_outputs(reference, answer.get_ref())?;
@@ -985,24 +1142,19 @@ impl ServedModels {
         self.process.child.id()
     }
 
-    fn request(&self, batching: Batching) -> &ModelInferRequest {
-        match batching {
-            Batching::On => &self.request_on,
-            Batching::Off => &self.request_off,
-        }
-    }
-
     /// One closed-loop measurement at `concurrency` (see [`measure_server`]).
     fn measure(
         &self,
+        backend: &str,
         batching: Batching,
         concurrency: usize,
         duration: Duration,
     ) -> Result<Measurement, BenchError> {
+        let model = batching.model(backend);
         self.runtime.block_on(measure_server(
             &self.clients,
-            batching.model(),
-            self.request(batching),
+            &model,
+            &self.requests[&model],
             concurrency,
             duration,
         ))
@@ -1109,7 +1261,7 @@ fn table(rows: &[(&str, Configuration, &[Measurement])]) -> String {
     );
     for (label, configuration, runs) in rows {
         let reference = match configuration {
-            Configuration::InProcess { .. } => None,
+            Configuration::InProcess { baseline, .. } => baseline.and_then(|b| rows.get(b)),
             Configuration::Server { baseline, .. } => rows.get(*baseline),
         };
         let (against, ratios) = match reference {

@@ -8,6 +8,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::backend::library::LibraryPaths;
+use crate::backend::registry;
+
 /// Default gRPC listen address (loopback only: exposing the box is an explicit choice).
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8001";
 /// Default Prometheus `/metrics` listen address.
@@ -100,14 +103,24 @@ pub struct SettingsArgs {
     /// Largest gRPC request or response message in bytes [default: 67108864 = 64 MiB].
     #[arg(long, env = "INFERENCE_SERVER_MAX_MESSAGE_SIZE", value_name = "BYTES")]
     pub max_message_size: Option<usize>,
-    /// Path of libonnxruntime.so to load instead of searching the system and Python installs.
+    /// A runtime's library to load instead of searching the system and Python installs, e.g.
+    /// `onnxruntime=/opt/ort/lib/libonnxruntime.so.1.20.1`; repeat for several runtimes.
     #[arg(
-        long,
+        long = "runtime-library",
         global = true,
-        env = "INFERENCE_SERVER_ONNXRUNTIME_LIBRARY",
-        value_name = "PATH"
+        env = "INFERENCE_SERVER_RUNTIME_LIBRARY",
+        value_name = "RUNTIME=PATH",
+        value_delimiter = ','
     )]
-    pub onnxruntime_library: Option<PathBuf>,
+    pub runtime_libraries: Vec<String>,
+}
+
+/// A runtime's table in the server config file (`[onnxruntime]`, `[openvino]`, ...).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeServerSettings {
+    /// The runtime's library (file, or folder holding it).
+    pub library: Option<PathBuf>,
 }
 
 /// The keys a server config file may hold; every one is optional.
@@ -122,7 +135,9 @@ pub struct SettingsFile {
     pub shutdown_grace: Option<f64>,
     pub allow_model_control: Option<bool>,
     pub max_message_size: Option<usize>,
-    pub onnxruntime_library: Option<PathBuf>,
+    /// Runtime tables, by runtime name (not a key of the file: they are its `[<runtime>]` tables).
+    #[serde(skip)]
+    pub runtimes: Vec<(String, RuntimeServerSettings)>,
 }
 
 /// Fully resolved settings.
@@ -137,7 +152,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub allow_model_control: bool,
     pub max_message_size: usize,
-    pub onnxruntime_library: Option<PathBuf>,
+    /// Runtime libraries named by flag, environment or config file.
+    pub libraries: LibraryPaths,
 }
 
 /// A settings problem, worded so the user knows what to change.
@@ -166,13 +182,29 @@ impl SettingsFile {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut file: SettingsFile = toml::from_str(&text).map_err(|err| ConfigError::Parse {
+        let parse_error = |err: toml::de::Error| ConfigError::Parse {
             path: path.to_path_buf(),
             message: TomlErrorAt::locate(&text, &err).to_string(),
-        })?;
+        };
+        // The runtimes' tables come out first; the rest are the server's own keys.
+        let mut root = toml::de::DeTable::parse(&text).map_err(parse_error)?;
+        let mut runtimes = Vec::new();
+        for name in registry::names() {
+            if let Some(table) = root.get_mut().remove(name) {
+                let settings =
+                    RuntimeServerSettings::deserialize(toml::de::ValueDeserializer::from(table))
+                        .map_err(parse_error)?;
+                runtimes.push((name.to_string(), settings));
+            }
+        }
+        let mut file =
+            SettingsFile::deserialize(toml::de::Deserializer::from(root)).map_err(parse_error)?;
         let base = path.parent().unwrap_or(Path::new("."));
         file.model_repository = file.model_repository.map(|p| base.join(p));
-        file.onnxruntime_library = file.onnxruntime_library.map(|p| base.join(p));
+        for (_, runtime) in &mut runtimes {
+            runtime.library = runtime.library.take().map(|p| base.join(p));
+        }
+        file.runtimes = runtimes;
         Ok(file)
     }
 }
@@ -239,11 +271,39 @@ impl SettingsArgs {
                 .or(file.allow_model_control)
                 .unwrap_or(false),
             max_message_size,
-            onnxruntime_library: self
-                .onnxruntime_library
-                .clone()
-                .or(file.onnxruntime_library),
+            libraries: self.libraries(file.runtimes)?,
         })
+    }
+
+    /// Runtime libraries: the config file's `[<runtime>] library`, then `--runtime-library`
+    /// (which wins).
+    fn libraries(
+        &self,
+        from_file: Vec<(String, RuntimeServerSettings)>,
+    ) -> Result<LibraryPaths, ConfigError> {
+        let mut libraries = LibraryPaths::default();
+        for (name, settings) in from_file {
+            if let Some(path) = settings.library {
+                libraries.insert(&name, path);
+            }
+        }
+        for entry in &self.runtime_libraries {
+            let invalid = |message: String| ConfigError::Invalid {
+                setting: "runtime-library",
+                message,
+            };
+            let (name, path) = entry.split_once('=').ok_or_else(|| {
+                invalid(format!(
+                    "'{entry}' is not RUNTIME=PATH (e.g. onnxruntime=/opt/ort/lib)"
+                ))
+            })?;
+            let runtime = registry::find(name).map_err(|e| invalid(e.to_string()))?;
+            if path.trim().is_empty() {
+                return Err(invalid(format!("'{entry}' has no path")));
+            }
+            libraries.insert(runtime.name(), PathBuf::from(path.trim()));
+        }
+        Ok(libraries)
     }
 }
 
@@ -417,6 +477,48 @@ mod tests {
             "/y"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn runtime_libraries_come_from_tables_and_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = write_config(
+            dir.path(),
+            "model_repository = \"repo\"\n[onnxruntime]\nlibrary = \"lib/libonnxruntime.so\"\n[openvino]\nlibrary = \"/opt/ov/libopenvino_c.so\"\n",
+        );
+        let config = config.to_str().expect("utf-8 path");
+        let settings = parse(&["--config", config]).resolve(true).expect("valid");
+        assert_eq!(
+            settings.libraries.get("onnxruntime"),
+            Some(dir.path().join("lib/libonnxruntime.so").as_path())
+        );
+        let settings = parse(&["--config", config, "--runtime-library", "ort=/x/libort.so"])
+            .resolve(true)
+            .expect("valid");
+        assert_eq!(
+            settings.libraries.get("onnxruntime"),
+            Some(Path::new("/x/libort.so")),
+            "the flag wins, aliases name their runtime"
+        );
+        assert_eq!(
+            settings.libraries.get("openvino"),
+            Some(Path::new("/opt/ov/libopenvino_c.so"))
+        );
+        for bad in ["tensorflow=/x", "onnxruntime", "onnxruntime="] {
+            let err = parse(&["--model-repository", "m", "--runtime-library", bad])
+                .resolve(true)
+                .expect_err(bad);
+            assert!(err.to_string().contains("runtime-library"), "{bad}: {err}");
+        }
+        let typo = write_config(dir.path(), "[onnxruntime]\nlibary = \"x\"\n");
+        let err = parse(&["--config", typo.to_str().expect("utf-8")])
+            .resolve(false)
+            .expect_err("typo in a runtime table");
+        let text = err.to_string();
+        assert!(
+            text.contains("onnxruntime.libary") && text.contains("line 2"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ use tracing_subscriber::EnvFilter;
 const EXIT_USAGE: u8 = 2;
 /// Extra time after the grace period for the gRPC server to flush its last answers.
 const SERVER_FLUSH: Duration = Duration::from_secs(2);
+/// How often model health statuses follow their instances.
+const HEALTH_SYNC: Duration = Duration::from_secs(1);
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +98,7 @@ fn init_tracing(settings: &Settings) -> Result<(), StartupError> {
 /// `inference-server devices`: one line per backend and device.
 fn list_devices(settings: &Settings) -> ExitCode {
     println!("{:<12} {:<16} STATUS", "BACKEND", "DEVICE");
-    for report in devices::list_devices(settings.onnxruntime_library.as_deref()) {
+    for report in devices::list_devices(&settings.libraries) {
         println!("{report}");
     }
     ExitCode::SUCCESS
@@ -104,8 +106,8 @@ fn list_devices(settings: &Settings) -> ExitCode {
 
 fn repository_options(settings: &Settings) -> RepositoryOptions {
     RepositoryOptions {
-        onnxruntime_library: settings.onnxruntime_library.clone(),
         drain_grace: settings.shutdown_grace,
+        ..RepositoryOptions::new(settings.libraries.clone())
     }
 }
 
@@ -192,6 +194,18 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
     state.set_accepting(true);
     health.set_server(true).await;
     health.sync_models(&repository, true).await;
+    // Instances go out of and back into service as their devices come and go.
+    let health_sync = tokio::spawn({
+        let (health, repository, state) =
+            (health.clone(), Arc::clone(&repository), Arc::clone(&state));
+        async move {
+            let mut tick = tokio::time::interval(HEALTH_SYNC);
+            loop {
+                tick.tick().await;
+                health.sync_models(&repository, state.is_accepting()).await;
+            }
+        }
+    });
     notify_systemd(sd_notify::NotifyState::Ready);
     tracing::info!(%grpc_addr, ready, models = index.len(), "serving");
 
@@ -210,6 +224,7 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
         };
     }
 
+    health_sync.abort();
     state.set_accepting(false);
     health.set_server(false).await;
     health.sync_models(&repository, false).await;

@@ -7,16 +7,23 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
-/// Requests by model and outcome (`success`, `invalid`, `rejected`, `expired`, `cancelled`, `backend_error`).
+/// Requests by model and outcome (`success`, `invalid`, `rejected`, `expired`, `cancelled`,
+/// `unavailable`, `backend_error`).
 pub const REQUESTS_TOTAL: &str = "inference_requests_total";
 /// End-to-end server time of a request, seconds.
 pub const REQUEST_DURATION: &str = "inference_request_duration_seconds";
 /// Time a request waited in the batch queue, seconds.
 pub const QUEUE_DURATION: &str = "inference_queue_duration_seconds";
-/// Time the backend spent on the batch a request ran in, seconds.
+/// Time the backend spent on the batch a request ran in, seconds; by model, backend and device.
 pub const COMPUTE_DURATION: &str = "inference_compute_duration_seconds";
-/// Samples in each executed batch (after padding or splitting for the device).
+/// Samples in each executed batch (after padding or splitting for the device); by model,
+/// backend and device.
 pub const BATCH_SIZE: &str = "inference_batch_size";
+/// Failed backend runs by model, backend, device and `kind` (`invalid_input`, `device`, `internal`).
+pub const BACKEND_ERRORS: &str = "inference_backend_errors_total";
+/// 1 while a model instance is in service, 0 while it is out (its device gone or failed); by
+/// model, backend, device and instance.
+pub const INSTANCE_UP: &str = "inference_instance_up";
 /// Requests waiting in a model's queue.
 pub const QUEUE_DEPTH: &str = "inference_queue_depth";
 /// Requests accepted and not yet answered.
@@ -44,6 +51,8 @@ pub enum Outcome {
     Rejected,
     Expired,
     Cancelled,
+    /// No instance could run it: its device is gone or failed.
+    Unavailable,
     BackendError,
 }
 
@@ -55,6 +64,7 @@ impl Outcome {
             Outcome::Rejected => "rejected",
             Outcome::Expired => "expired",
             Outcome::Cancelled => "cancelled",
+            Outcome::Unavailable => "unavailable",
             Outcome::BackendError => "backend_error",
         }
     }
@@ -95,17 +105,39 @@ pub fn record_request(model: &str, outcome: Outcome) {
         .increment(1);
 }
 
+/// Where a batch ran: the labels of the per-device metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct RanOn<'a> {
+    pub model: &'a str,
+    pub backend: &'a str,
+    pub device: &'a str,
+}
+
 /// Records the timings of one successful request.
-pub fn record_request_timings(model: &str, total: Duration, queue: Duration, compute: Duration) {
-    let model = model.to_string();
+pub fn record_request_timings(on: RanOn<'_>, total: Duration, queue: Duration, compute: Duration) {
+    let model = on.model.to_string();
     histogram!(REQUEST_DURATION, "model" => model.clone()).record(total.as_secs_f64());
     histogram!(QUEUE_DURATION, "model" => model.clone()).record(queue.as_secs_f64());
-    histogram!(COMPUTE_DURATION, "model" => model).record(compute.as_secs_f64());
+    histogram!(COMPUTE_DURATION, "model" => model, "backend" => on.backend.to_string(), "device" => on.device.to_string())
+        .record(compute.as_secs_f64());
 }
 
 /// Records the sample count of one executed batch.
-pub fn record_batch_size(model: &str, samples: usize) {
-    histogram!(BATCH_SIZE, "model" => model.to_string()).record(samples as f64);
+pub fn record_batch_size(on: RanOn<'_>, samples: usize) {
+    histogram!(BATCH_SIZE, "model" => on.model.to_string(), "backend" => on.backend.to_string(), "device" => on.device.to_string())
+        .record(samples as f64);
+}
+
+/// Counts one failed backend run of `kind` (`invalid_input`, `device`, `internal`).
+pub fn record_backend_error(on: RanOn<'_>, kind: &'static str) {
+    counter!(BACKEND_ERRORS, "model" => on.model.to_string(), "backend" => on.backend.to_string(), "device" => on.device.to_string(), "kind" => kind)
+        .increment(1);
+}
+
+/// Marks instance `instance` of a model in (`up`) or out of service.
+pub fn set_instance_up(on: RanOn<'_>, instance: usize, up: bool) {
+    gauge!(INSTANCE_UP, "model" => on.model.to_string(), "backend" => on.backend.to_string(), "device" => on.device.to_string(), "instance" => instance.to_string())
+        .set(if up { 1.0 } else { 0.0 });
 }
 
 /// Sets the number of requests waiting in `model`'s queue.

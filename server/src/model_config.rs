@@ -1,31 +1,24 @@
-//! A model's `config.toml`: what the operator states about one model (backend, device, batching,
-//! instances, optional tensor declarations). Anything left out is read from the model file.
-//! Unknown keys are refused so typos surface with the file, key and line named.
+//! A model's `config.toml`: what the operator states about one model (backend, where its
+//! instances run, batching, warm-up, optional tensor declarations) and, in a table named after
+//! the backend (`[onnxruntime]`, `[openvino]`, ...), that runtime's own settings, which the
+//! runtime reads itself. Anything left out is read from the model file. Unknown keys, in the
+//! generic part and in the runtime's table, are refused with the file, key and line named.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use inference_proto::DataType;
 use serde::Deserialize;
 
-use crate::backend::{BackendKind, Device};
+use crate::backend::registry;
+use crate::backend::runtime::{ConfigTable, DeviceInfo, ModelRuntime, Runtime};
 use crate::config::TomlErrorAt;
 
 /// File name of a model's configuration inside its folder.
 pub const CONFIG_FILE_NAME: &str = "config.toml";
 
-/// Triton's platform string for models of `kind` (reported by ModelMetadata and ModelConfig).
-pub fn platform(kind: BackendKind) -> &'static str {
-    match kind {
-        BackendKind::OnnxRuntime => "onnxruntime_onnx",
-    }
-}
-
-/// File name of the model inside each version folder for `kind`.
-pub fn model_file_name(kind: BackendKind) -> &'static str {
-    match kind {
-        BackendKind::OnnxRuntime => "model.onnx",
-    }
-}
+/// Warm-up runs on zero inputs each instance does before the model reports READY, by default.
+pub const DEFAULT_WARMUP_RUNS: usize = 1;
 
 /// `[dynamic_batching]`: how requests are grouped into batches.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -54,31 +47,48 @@ pub struct TensorDeclaration {
     pub dims: Option<Vec<i64>>,
 }
 
-/// A model's `config.toml` as written.
+/// One `[[instance_group]]`: `count` instances on `device` (the runtime's own device name).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceGroupFile {
+    /// Device name [default: the backend's default device].
+    pub device: Option<String>,
+    /// Instances on it, one OS thread each [default: 1].
+    pub count: Option<usize>,
+}
+
+/// The generic part of a model's `config.toml` as written.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfigFile {
-    /// Runtime name (`onnxruntime`) [default: onnxruntime].
+    /// Runtime name or alias [default: the first runtime of the build, onnxruntime].
     pub backend: Option<String>,
-    /// Device string (`cpu`, `cuda:0`, `tensorrt:0`, ...) [default: cpu].
+    /// Shorthand for one instance group: its device.
     pub device: Option<String>,
+    /// Shorthand for one instance group: its instance count.
+    pub instances: Option<usize>,
+    /// Instances by device, Triton style; excludes `device` and `instances`.
+    #[serde(default)]
+    pub instance_group: Vec<InstanceGroupFile>,
     /// Largest batch (dimension 0) a request or executed batch may have; 0 = the model has no
     /// batch dimension. Read from the model when absent.
     pub max_batch_size: Option<usize>,
-    /// Model instances (one OS thread each) [default: 1].
-    pub instances: Option<usize>,
-    /// Threads ONNX Runtime may use inside one operator.
-    pub intra_op_threads: Option<usize>,
-    /// Idle intra-op threads spin-wait for work: lower latency under back-to-back load, a busy
-    /// core per thread otherwise [default: false].
-    pub intra_op_spinning: Option<bool>,
     /// Versions to serve; by default the highest numbered folder.
     pub versions: Option<Vec<u64>>,
+    /// Runs on zero inputs per instance before the model serves [default: 1; 0 = none].
+    pub warmup_runs: Option<usize>,
     pub dynamic_batching: Option<DynamicBatchingConfig>,
     #[serde(default)]
     pub input: Vec<TensorDeclaration>,
     #[serde(default)]
     pub output: Vec<TensorDeclaration>,
+}
+
+/// Instances of a model on one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceGroup {
+    pub device: DeviceInfo,
+    pub count: usize,
 }
 
 /// One mistake in a model's config file, naming the file and the field.
@@ -91,13 +101,15 @@ pub struct ModelConfigError {
 }
 
 /// A config file that was read, parsed and checked for internal consistency.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ModelConfig {
     pub file: PathBuf,
     pub raw: ModelConfigFile,
-    pub backend: BackendKind,
-    pub device: Device,
-    pub instances: usize,
+    pub runtime: &'static dyn Runtime,
+    /// The runtime's settings from its table, which load the instances.
+    pub settings: Arc<dyn ModelRuntime>,
+    pub instance_groups: Vec<InstanceGroup>,
+    pub warmup_runs: usize,
     pub inputs: Vec<DeclaredTensor>,
     pub outputs: Vec<DeclaredTensor>,
 }
@@ -125,7 +137,7 @@ impl ModelConfig {
 
     /// Parses config text that was read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, Vec<ModelConfigError>> {
-        let raw: ModelConfigFile = toml::from_str(text).map_err(|err| {
+        let toml_error = |err: toml::de::Error| {
             let at = TomlErrorAt::locate(text, &err);
             let message = match at.line {
                 Some(line) => format!("{} (line {line})", at.message),
@@ -136,19 +148,60 @@ impl ModelConfig {
                 field: at.key.unwrap_or_else(|| "(syntax)".to_string()),
                 message,
             }]
-        })?;
+        };
+        // The runtimes' tables come out first; the rest is the generic part.
+        let mut root = toml::de::DeTable::parse(text).map_err(toml_error)?;
+        let mut tables = Vec::new();
+        for runtime in registry::runtimes() {
+            if let Some(table) = root.get_mut().remove(runtime.name()) {
+                tables.push((runtime, table));
+            }
+        }
+        let raw =
+            ModelConfigFile::deserialize(toml::de::Deserializer::from(root)).map_err(toml_error)?;
+
         let mut errors = Vec::new();
-        let instances = raw.instances.unwrap_or(1);
-        if instances == 0 {
-            errors.push(error(path, "instances", "must be at least 1".to_string()));
+        let runtime = match raw.backend.as_deref().map(registry::find) {
+            None => Some(registry::default_runtime()),
+            Some(Ok(runtime)) => Some(runtime),
+            Some(Err(err)) => {
+                errors.push(error(path, "backend", err.to_string()));
+                None
+            }
+        };
+        let mut settings = None;
+        if let Some(runtime) = runtime {
+            let mut own = None;
+            for (owner, table) in tables {
+                if owner.name() == runtime.name() {
+                    own = Some(table);
+                } else {
+                    errors.push(error(
+                        path,
+                        owner.name(),
+                        format!(
+                            "[{}] holds settings of the {} backend, but this model uses {}; remove the table or set backend = \"{}\"",
+                            owner.name(),
+                            owner.name(),
+                            runtime.name(),
+                            owner.name()
+                        ),
+                    ));
+                }
+            }
+            match runtime.configure(own.map(ConfigTable::from)) {
+                Ok(parsed) => settings = Some(Arc::from(parsed)),
+                Err(err) => errors.extend(toml_error(err).into_iter().map(|mut e| {
+                    if e.field == "(syntax)" {
+                        e.field = runtime.name().to_string();
+                    }
+                    e
+                })),
+            }
         }
-        if raw.intra_op_threads == Some(0) {
-            errors.push(error(
-                path,
-                "intra_op_threads",
-                "must be at least 1 (leave it out to let the runtime choose)".to_string(),
-            ));
-        }
+        let instance_groups = runtime
+            .map(|runtime| instance_groups(path, &raw, runtime, &mut errors))
+            .unwrap_or_default();
         if let Some(versions) = &raw.versions {
             if versions.is_empty() {
                 errors.push(error(
@@ -164,34 +217,24 @@ impl ModelConfig {
         }
         let inputs = declared(path, "input", &raw.input, &mut errors);
         let outputs = declared(path, "output", &raw.output, &mut errors);
-        let backend = match raw.backend.as_deref().map(str::parse::<BackendKind>) {
-            None => Some(BackendKind::OnnxRuntime),
-            Some(Ok(kind)) => Some(kind),
-            Some(Err(err)) => {
-                errors.push(error(path, "backend", err.to_string()));
-                None
-            }
-        };
-        let device = match raw.device.as_deref().map(str::parse::<Device>) {
-            None => Some(Device::Cpu),
-            Some(Ok(device)) => Some(device),
-            Some(Err(err)) => {
-                errors.push(error(path, "device", err.to_string()));
-                None
-            }
-        };
-        match (backend, device) {
-            (Some(backend), Some(device)) if errors.is_empty() => Ok(ModelConfig {
+        match (runtime, settings) {
+            (Some(runtime), Some(settings)) if errors.is_empty() => Ok(ModelConfig {
                 file: path.to_path_buf(),
+                warmup_runs: raw.warmup_runs.unwrap_or(DEFAULT_WARMUP_RUNS),
                 raw,
-                backend,
-                device,
-                instances,
+                runtime,
+                settings,
+                instance_groups,
                 inputs,
                 outputs,
             }),
             _ => Err(errors),
         }
+    }
+
+    /// Total instances over every group.
+    pub fn instance_count(&self) -> usize {
+        self.instance_groups.iter().map(|g| g.count).sum()
     }
 
     /// Builds an error about `field` of this config file.
@@ -206,6 +249,76 @@ fn error(path: &Path, field: &str, message: String) -> ModelConfigError {
         field: field.to_string(),
         message,
     }
+}
+
+/// The instance groups, from `[[instance_group]]` or the `device`/`instances` shorthand.
+fn instance_groups(
+    path: &Path,
+    raw: &ModelConfigFile,
+    runtime: &dyn Runtime,
+    errors: &mut Vec<ModelConfigError>,
+) -> Vec<InstanceGroup> {
+    let parse_device = |field: &str, name: Option<&str>, errors: &mut Vec<ModelConfigError>| {
+        let name = name.unwrap_or(runtime.default_device());
+        match runtime.parse_device(name) {
+            Ok(device) => Some(device),
+            Err(why) => {
+                errors.push(error(
+                    path,
+                    field,
+                    format!(
+                        "{why} (the {} backend takes {})",
+                        runtime.name(),
+                        runtime.device_help()
+                    ),
+                ));
+                None
+            }
+        }
+    };
+    if raw.instance_group.is_empty() {
+        let device = parse_device("device", raw.device.as_deref(), errors);
+        let count = raw.instances.unwrap_or(1);
+        if count == 0 {
+            errors.push(error(path, "instances", "must be at least 1".to_string()));
+        }
+        return device
+            .map(|device| vec![InstanceGroup { device, count }])
+            .unwrap_or_default();
+    }
+    let mut groups = Vec::new();
+    for (i, group) in raw.instance_group.iter().enumerate() {
+        let device = parse_device(
+            &format!("instance_group[{i}].device"),
+            group.device.as_deref(),
+            errors,
+        );
+        let count = group.count.unwrap_or(1);
+        if count == 0 {
+            errors.push(error(
+                path,
+                &format!("instance_group[{i}].count"),
+                "must be at least 1".to_string(),
+            ));
+        }
+        if let Some(device) = device {
+            groups.push(InstanceGroup { device, count });
+        }
+    }
+    for (field, given) in [
+        ("device", raw.device.is_some()),
+        ("instances", raw.instances.is_some()),
+    ] {
+        if given {
+            errors.push(error(
+                path,
+                field,
+                "is shorthand for one instance group; with [[instance_group]] give each group's device and count there"
+                    .to_string(),
+            ));
+        }
+    }
+    groups
 }
 
 fn check_batching(
@@ -307,9 +420,14 @@ fn declared(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::runtime::DeviceKind;
 
     fn parse(text: &str) -> Result<ModelConfig, Vec<ModelConfigError>> {
         ModelConfig::parse(Path::new("/repo/m/config.toml"), text)
+    }
+
+    fn fields(errors: &[ModelConfigError]) -> Vec<&str> {
+        errors.iter().map(|e| e.field.as_str()).collect()
     }
 
     #[test]
@@ -320,8 +438,8 @@ backend = "onnxruntime"
 device = "cuda:0"
 max_batch_size = 8
 instances = 2
-intra_op_threads = 2
 versions = [1, 2]
+warmup_runs = 3
 [dynamic_batching]
 max_queue_delay_us = 500
 preferred_batch_sizes = [4, 8]
@@ -331,11 +449,17 @@ max_queue_bytes = 67108864
 name = "x"
 datatype = "FP32"
 dims = [3, -1]
+[onnxruntime]
+intra_op_threads = 2
 "#,
         )
         .expect("valid config");
-        assert_eq!(config.device, Device::Cuda(0));
-        assert_eq!(config.instances, 2);
+        assert_eq!(config.runtime.name(), "onnxruntime");
+        assert_eq!(config.instance_groups.len(), 1);
+        assert_eq!(config.instance_groups[0].device.name, "cuda:0");
+        assert_eq!(config.instance_groups[0].device.kind, DeviceKind::Gpu(0));
+        assert_eq!(config.instance_count(), 2);
+        assert_eq!(config.warmup_runs, 3);
         assert_eq!(
             config.raw.dynamic_batching.map(|b| b.max_queue_delay_us),
             Some(500)
@@ -347,10 +471,66 @@ dims = [3, -1]
     #[test]
     fn empty_config_takes_defaults() {
         let config = parse("").expect("empty is valid");
-        assert_eq!(config.device, Device::Cpu);
-        assert_eq!(config.instances, 1);
-        assert_eq!(config.backend, BackendKind::OnnxRuntime);
+        assert_eq!(config.runtime.name(), "onnxruntime");
+        assert_eq!(config.instance_groups[0].device.name, "cpu");
+        assert_eq!(config.instance_count(), 1);
+        assert_eq!(config.warmup_runs, DEFAULT_WARMUP_RUNS);
         assert_eq!(config.raw.max_batch_size, None);
+    }
+
+    #[test]
+    fn instance_groups_use_the_runtimes_device_names() {
+        let config = parse(
+            "backend = \"openvino\"\n[[instance_group]]\ndevice = \"cpu\"\ncount = 1\n[[instance_group]]\ndevice = \"GPU.0\"\ncount = 2\n",
+        )
+        .expect("valid");
+        let groups: Vec<(&str, usize)> = config
+            .instance_groups
+            .iter()
+            .map(|g| (g.device.name.as_str(), g.count))
+            .collect();
+        assert_eq!(groups, [("CPU", 1), ("GPU.0", 2)]);
+        assert_eq!(config.instance_count(), 3);
+
+        let errors = parse("device = \"cpu\"\n[[instance_group]]\ndevice = \"tpu\"\ncount = 0\n")
+            .expect_err("invalid");
+        assert_eq!(
+            fields(&errors),
+            [
+                "instance_group[0].device",
+                "instance_group[0].count",
+                "device"
+            ]
+        );
+        assert!(
+            errors[0].message.contains("cpu, cuda[:N], tensorrt[:N]"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn runtime_tables_are_read_by_their_runtime_with_file_key_and_line() {
+        let errors = parse("max_batch_size = 4\n[onnxruntime]\nintra_op_thread = 2\n")
+            .expect_err("typo in the runtime table");
+        assert_eq!(errors[0].field, "onnxruntime.intra_op_thread");
+        assert!(errors[0].to_string().contains("line 3"), "{}", errors[0]);
+        assert!(
+            errors[0].to_string().contains("/repo/m/config.toml"),
+            "{}",
+            errors[0]
+        );
+
+        let errors = parse("[openvino]\nnum_streams = 1\n").expect_err("another backend's table");
+        assert_eq!(fields(&errors), ["openvino"]);
+        assert!(
+            errors[0].message.contains("this model uses onnxruntime"),
+            "{}",
+            errors[0]
+        );
+
+        let errors = parse("intra_op_threads = 2\n").expect_err("old top-level key");
+        assert_eq!(fields(&errors), ["intra_op_threads"]);
     }
 
     #[test]
@@ -371,8 +551,6 @@ dims = [3, -1]
             "{}",
             errors[0]
         );
-        assert_eq!(errors[1].field, "device");
-        assert!(errors[1].to_string().contains("cuda"), "{}", errors[1]);
     }
 
     #[test]
@@ -391,9 +569,8 @@ dims = [0]
 "#,
         )
         .expect_err("invalid");
-        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
-            fields,
+            fields(&errors),
             [
                 "instances",
                 "dynamic_batching.preferred_batch_sizes[1]",

@@ -1,17 +1,20 @@
-//! The model repository on disk (`DIR/<model>/config.toml`, `DIR/<model>/<version>/model.onnx`):
-//! discovery, version selection, loading each model's instances and scheduler, and the per-model
-//! state machine (loading → ready | unavailable → unloaded). A model that fails to load is
-//! UNAVAILABLE with the reason; the others keep serving.
+//! The model repository on disk (`DIR/<model>/config.toml`, `DIR/<model>/<version>/<files>`,
+//! the files its backend takes): discovery, version selection, loading and warming up each
+//! model's instances on their devices and starting its scheduler, and the per-model state machine
+//! (loading → ready | unavailable → unloaded). A model that fails to load is UNAVAILABLE with the
+//! reason; the others keep serving.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::backend::{self, BackendError, BatchSupport, LoadSpec, ModelSignature, TensorSpec};
+use crate::backend::library::LibraryPaths;
+use crate::backend::runtime::{LoadRequest, ModelFiles};
+use crate::backend::{Backend, BackendError, BatchSupport, ModelSignature, TensorSpec};
 use crate::metrics;
-use crate::model_config::{self, DeclaredTensor, ModelConfig, ModelConfigError, CONFIG_FILE_NAME};
-use crate::scheduler::{BatchingConfig, ModelScheduler};
+use crate::model_config::{DeclaredTensor, ModelConfig, ModelConfigError, CONFIG_FILE_NAME};
+use crate::scheduler::{BatchingConfig, ModelScheduler, DEFAULT_HEALTH_INTERVAL};
 use crate::statistics::ModelStats;
 
 /// `max_batch_size` used when a config leaves it out and the model file has a batch dimension
@@ -51,10 +54,23 @@ impl ModelState {
 /// How models are loaded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RepositoryOptions {
-    /// Explicit ONNX Runtime library (file or folder).
-    pub onnxruntime_library: Option<PathBuf>,
+    /// Runtime libraries the server settings name.
+    pub libraries: LibraryPaths,
     /// Time requests queued on a version being replaced by a reload get to finish.
     pub drain_grace: Duration,
+    /// How often idle instances check their device.
+    pub health_interval: Duration,
+}
+
+impl RepositoryOptions {
+    /// Options with these libraries and the default drain grace (30 s) and health interval.
+    pub fn new(libraries: LibraryPaths) -> Self {
+        RepositoryOptions {
+            libraries,
+            drain_grace: Duration::from_secs(30),
+            health_interval: DEFAULT_HEALTH_INTERVAL,
+        }
+    }
 }
 
 /// One version of a model that is loaded and taking requests.
@@ -63,6 +79,8 @@ pub struct ServedModel {
     pub name: String,
     pub version: u64,
     pub config: ModelConfig,
+    /// The files it was loaded from.
+    pub files: ModelFiles,
     /// Inputs and outputs as clients must send and will receive them (dims without batch).
     pub signature: ModelSignature,
     /// Largest request batch; 0 when the model has no batch dimension.
@@ -134,9 +152,10 @@ pub enum ModelProblem {
 /// A model version whose instances are loaded but whose scheduler is not running yet.
 struct PreparedVersion {
     version: u64,
+    files: ModelFiles,
     signature: ModelSignature,
     max_batch_size: usize,
-    instances: Vec<Box<dyn backend::Backend>>,
+    instances: Vec<Box<dyn Backend>>,
 }
 
 struct PreparedModel {
@@ -323,12 +342,28 @@ impl Repository {
                     reason: slot.reason.clone(),
                 });
             }
-            for version in slot.versions.keys() {
+            for (version, model) in &slot.versions {
+                let instances = model.scheduler.instances();
+                let down: Vec<String> = instances
+                    .iter()
+                    .filter(|i| !i.in_service)
+                    .map(|i| format!("{}: {}", i.device, i.reason))
+                    .collect();
+                let reason = if down.is_empty() {
+                    slot.reason.clone()
+                } else {
+                    format!(
+                        "{} of {} instances in service; out: {}",
+                        instances.len() - down.len(),
+                        instances.len(),
+                        down.join("; ")
+                    )
+                };
                 rows.push(IndexEntry {
                     name: name.clone(),
                     version: version.to_string(),
                     state: slot.state,
-                    reason: slot.reason.clone(),
+                    reason,
                 });
             }
         }
@@ -368,7 +403,12 @@ impl Repository {
             .versions
             .into_iter()
             .map(|version| {
-                let model = start_version(name, &prepared.config, version);
+                let model = start_version(
+                    name,
+                    &prepared.config,
+                    version,
+                    self.options.health_interval,
+                );
                 (model.version, Arc::new(model))
             })
             .collect();
@@ -422,7 +462,7 @@ pub fn check(root: &Path, options: &RepositoryOptions) -> Vec<String> {
     };
     if names.is_empty() {
         return vec![format!(
-            "{}: no model folders; each model needs {}/<model>/{CONFIG_FILE_NAME} and {}/<model>/1/model.onnx",
+            "{}: no model folders; each model needs {}/<model>/{CONFIG_FILE_NAME} and its files in {}/<model>/1/",
             root.display(),
             root.display(),
             root.display()
@@ -521,10 +561,9 @@ fn prepare_model(
                 return Err(vec![ModelProblem::Layout {
                     path: dir.to_path_buf(),
                     message: format!(
-                        "no numeric version folder; put the model at {}",
-                        dir.join("1")
-                            .join(model_config::model_file_name(config.backend))
-                            .display()
+                        "no numeric version folder; put the model's files ({}) in {}",
+                        config.runtime.model_layouts()[0].files.join(" + "),
+                        dir.join("1").display()
                     ),
                 }])
             }
@@ -551,30 +590,26 @@ fn prepare_version(
     version: u64,
     options: &RepositoryOptions,
 ) -> Result<PreparedVersion, Vec<ModelProblem>> {
-    let model_path = dir
-        .join(version.to_string())
-        .join(model_config::model_file_name(config.backend));
-    if !model_path.is_file() {
-        return Err(vec![ModelProblem::Layout {
-            path: model_path,
-            message: "model file missing".to_string(),
-        }]);
-    }
+    let version_dir = dir.join(version.to_string());
+    let files =
+        ModelFiles::find(&version_dir, config.runtime.model_layouts()).map_err(|message| {
+            vec![ModelProblem::Layout {
+                path: version_dir.clone(),
+                message: format!("{message} (for the {} backend)", config.runtime.name()),
+            }]
+        })?;
+    let model_path = files.model.clone();
     let requested_max = config.raw.max_batch_size.unwrap_or(DEFAULT_MAX_BATCH_SIZE);
-    let spec = LoadSpec {
-        model_path: model_path.clone(),
-        device: config.device.clone(),
-        max_batch_size: requested_max,
-        instances: config.instances,
-        intra_op_threads: config.raw.intra_op_threads,
-        intra_op_spinning: config.raw.intra_op_spinning.unwrap_or(false),
-        library_path: options.onnxruntime_library.clone(),
-    };
-    let backend_problem = |error: BackendError| {
+    let backend_problem = |group: usize, error: BackendError| {
         vec![match error {
             // The device is what the config chose: name that field.
             BackendError::DeviceUnavailable { .. } => {
-                ModelProblem::from(config.error("device", error.to_string()))
+                let field = if config.raw.instance_group.is_empty() {
+                    "device".to_string()
+                } else {
+                    format!("instance_group[{group}].device")
+                };
+                ModelProblem::from(config.error(&field, error.to_string()))
             }
             _ => ModelProblem::Backend {
                 path: model_path.clone(),
@@ -582,8 +617,28 @@ fn prepare_version(
             },
         }]
     };
-    let instances = backend::load_instances(config.backend, &spec, config.instances)
-        .map_err(backend_problem)?;
+    let mut instances: Vec<Box<dyn Backend>> = Vec::with_capacity(config.instance_count());
+    for (group_index, group) in config.instance_groups.iter().enumerate() {
+        let request = LoadRequest {
+            model: &files,
+            device: &group.device,
+            max_batch_size: requested_max,
+            instances_on_device: group.count,
+            library: options.libraries.get(config.runtime.name()),
+        };
+        for _ in 0..group.count {
+            let mut instance = config
+                .settings
+                .load(&request)
+                .map_err(|e| backend_problem(group_index, e))?;
+            warm_up(instance.as_mut(), config.warmup_runs)
+                .map_err(|e| backend_problem(group_index, e))?;
+            instances.push(instance);
+        }
+    }
+    if let Some(problem) = mismatched_instances(config, &instances) {
+        return Err(vec![problem]);
+    }
     let Some(first) = instances.first() else {
         return Err(vec![ModelProblem::Layout {
             path: model_path,
@@ -634,6 +689,7 @@ fn prepare_version(
     if problems.is_empty() {
         Ok(PreparedVersion {
             version,
+            files,
             signature,
             max_batch_size,
             instances,
@@ -641,6 +697,45 @@ fn prepare_version(
     } else {
         Err(problems)
     }
+}
+
+/// Runs the configured warm-up on one instance before it serves.
+fn warm_up(instance: &mut dyn Backend, runs: usize) -> Result<(), BackendError> {
+    let started = Instant::now();
+    instance.warm_up(runs)?;
+    if runs > 0 {
+        tracing::debug!(device = instance.device(), runs, took = ?started.elapsed(), "warmed up");
+    }
+    Ok(())
+}
+
+/// Instances on different devices must agree on inputs, outputs and whether the model batches;
+/// batch sizes may differ (a fixed-batch accelerator beside a dynamic CPU instance).
+fn mismatched_instances(
+    config: &ModelConfig,
+    instances: &[Box<dyn Backend>],
+) -> Option<ModelProblem> {
+    let first = instances.first()?.signature();
+    let batched = |s: &ModelSignature| s.batch != BatchSupport::Unbatched;
+    let other = instances.iter().find(|i| {
+        let s = i.signature();
+        s.inputs != first.inputs || s.outputs != first.outputs || batched(s) != batched(first)
+    })?;
+    Some(ModelProblem::from(config.error(
+        "instance_group",
+        format!(
+            "the instance on {} sees inputs {:?}, outputs {:?} ({:?}) but the one on {} sees {:?}, {:?} ({:?}); \
+             give every device the same shapes ([[input]] dims, or the runtime's reshape settings)",
+            other.device(),
+            other.signature().inputs,
+            other.signature().outputs,
+            other.signature().batch,
+            instances[0].device(),
+            first.inputs,
+            first.outputs,
+            first.batch
+        ),
+    )))
 }
 
 /// Checks `[[input]]`/`[[output]]` declarations against the model file and narrows dynamic
@@ -709,7 +804,12 @@ fn apply_declarations(
 }
 
 /// Starts the scheduler of one prepared version.
-fn start_version(name: &str, config: &ModelConfig, prepared: PreparedVersion) -> ServedModel {
+fn start_version(
+    name: &str,
+    config: &ModelConfig,
+    prepared: PreparedVersion,
+    health_interval: Duration,
+) -> ServedModel {
     let defaults = BatchingConfig::default();
     let batching = match &config.raw.dynamic_batching {
         Some(batching) => BatchingConfig {
@@ -720,20 +820,24 @@ fn start_version(name: &str, config: &ModelConfig, prepared: PreparedVersion) ->
                 .max_queue_size
                 .unwrap_or(defaults.max_queue_requests),
             max_queue_bytes: batching.max_queue_bytes.unwrap_or(defaults.max_queue_bytes),
+            health_interval,
         },
         // Without [dynamic_batching] nothing waits: whatever is queued runs when an instance is free.
         None => BatchingConfig {
             max_batch_size: prepared.max_batch_size,
             max_queue_delay: Duration::ZERO,
             preferred_batch_sizes: Vec::new(),
+            health_interval,
             ..defaults
         },
     };
-    let scheduler = ModelScheduler::start(name, batching, prepared.instances);
+    let scheduler =
+        ModelScheduler::start(name, config.runtime.name(), batching, prepared.instances);
     ServedModel {
         name: name.to_string(),
         version: prepared.version,
         config: config.clone(),
+        files: prepared.files,
         signature: prepared.signature,
         max_batch_size: prepared.max_batch_size,
         scheduler,

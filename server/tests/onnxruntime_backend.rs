@@ -1,29 +1,23 @@
 //! The ONNX Runtime backend against the real library (found by the discovery code: the repo's
-//! `.venv` onnxruntime wheel) and the tiny models of `scripts/make_test_models.py`.
+//! `.venv` onnxruntime wheel): what the conformance suite does not cover — the library itself,
+//! every datatype, corrupt models, GPU devices on a CPU-only build, and the devices listing.
 
 mod common;
 
-use common::{f32_tensor, f32_values, model};
+use common::{f32_tensor, f32_values, load_backend, model};
 use inference_proto::DataType;
 use inference_server::backend::devices::{list_devices, DeviceStatus};
-use inference_server::backend::onnxruntime::OnnxRuntimeBackend;
-use inference_server::backend::{
-    library, load_instances, Backend, BackendError, BackendKind, BatchSupport, Device, LoadSpec,
-    TensorSpec,
-};
+use inference_server::backend::library::LibraryPaths;
+use inference_server::backend::onnxruntime::{environment, OrtSettings};
+use inference_server::backend::BackendError;
 use inference_server::tensor::Tensor;
 
-fn spec(name: &str, max_batch_size: usize) -> LoadSpec {
-    LoadSpec {
-        max_batch_size,
-        ..LoadSpec::new(model(name))
-    }
-}
+const CPU: &str = "backend = \"onnxruntime\"\n";
 
 #[test]
 fn library_is_found_and_reports_its_version() {
     let runtime =
-        library::onnxruntime(None).expect("ONNX Runtime should be found (pip install onnxruntime)");
+        environment::load(None).expect("ONNX Runtime should be found (pip install onnxruntime)");
     assert!(runtime.library.path.exists());
     assert!(
         runtime.version.starts_with("1."),
@@ -38,51 +32,16 @@ fn library_is_found_and_reports_its_version() {
 }
 
 #[test]
-fn dynamic_batch_model_signature_and_inference() {
-    let mut backend = OnnxRuntimeBackend::load(&spec("affine.onnx", 8)).unwrap();
-    let sig = backend.signature().clone();
-    assert_eq!(sig.batch, BatchSupport::Dynamic { max: 8 });
-    assert_eq!(
-        sig.inputs,
-        [TensorSpec {
-            name: "x".into(),
-            datatype: DataType::Fp32,
-            dims: vec![4]
-        }]
-    );
-    assert_eq!(
-        sig.outputs,
-        [TensorSpec {
-            name: "y".into(),
-            datatype: DataType::Fp32,
-            dims: vec![4]
-        }]
-    );
-    assert_eq!(backend.device(), "cpu");
-
-    let x: Vec<f32> = (0..12).map(|i| i as f32 - 3.5).collect();
-    let out = backend.infer(vec![f32_tensor("x", &[3, 4], &x)]).unwrap();
-    assert_eq!(out.len(), 1);
-    assert_eq!(
-        (out[0].name.as_str(), out[0].shape.as_slice()),
-        ("y", &[3i64, 4][..])
-    );
-    let expected: Vec<f32> = x.iter().map(|v| v * 2.0 + 1.0).collect();
-    assert_eq!(f32_values(&out[0]), expected);
-}
-
-#[test]
-fn fixed_batch_ragged_and_unbatched_signatures() {
-    let fixed = OnnxRuntimeBackend::load(&spec("affine_fixed2.onnx", 8)).unwrap();
-    assert_eq!(fixed.signature().batch, BatchSupport::Fixed(2));
+fn fixed_and_ragged_batch_signatures() {
+    let fixed = load_backend(CPU, &model("affine_fixed2.onnx"), 8).unwrap();
     assert_eq!(fixed.signature().inputs[0].dims, [4]);
-
-    let ragged = OnnxRuntimeBackend::load(&spec("affine_ragged.onnx", 4)).unwrap();
-    assert_eq!(ragged.signature().batch, BatchSupport::Dynamic { max: 4 });
+    let ragged = load_backend(CPU, &model("affine_ragged.onnx"), 4).unwrap();
+    assert_eq!(
+        ragged.signature().batch,
+        inference_server::backend::BatchSupport::Dynamic { max: 4 }
+    );
     assert_eq!(ragged.signature().inputs[0].dims, [-1]);
-
-    let mut unbatched = OnnxRuntimeBackend::load(&spec("affine.onnx", 0)).unwrap();
-    assert_eq!(unbatched.signature().batch, BatchSupport::Unbatched);
+    let mut unbatched = load_backend(CPU, &model("affine.onnx"), 0).unwrap();
     assert_eq!(unbatched.signature().inputs[0].dims, [-1, 4]);
     let out = unbatched
         .infer(vec![f32_tensor("x", &[1, 4], &[0.0, 1.0, 2.0, 3.0])])
@@ -119,7 +78,7 @@ fn sample_bytes(datatype: DataType) -> Vec<u8> {
 
 #[test]
 fn every_supported_datatype_round_trips_through_identity() {
-    let mut backend = OnnxRuntimeBackend::load(&spec("identity_types.onnx", 4)).unwrap();
+    let mut backend = load_backend(CPU, &model("identity_types.onnx"), 4).unwrap();
     let sig = backend.signature().clone();
     assert_eq!(sig.inputs.len(), 13);
     let inputs: Vec<Tensor> = sig
@@ -147,35 +106,21 @@ fn every_supported_datatype_round_trips_through_identity() {
 }
 
 #[test]
-fn wrong_inputs_are_errors_not_panics() {
-    let mut backend = OnnxRuntimeBackend::load(&spec("affine.onnx", 8)).unwrap();
+fn short_data_and_shapes_the_model_rejects_are_invalid_input() {
+    let mut backend = load_backend(CPU, &model("affine.onnx"), 8).unwrap();
     let short = Tensor {
         data: vec![0; 7],
         ..f32_tensor("x", &[1, 4], &[0.0; 4])
     };
     let err = backend.infer(vec![short]).unwrap_err();
     assert!(
-        matches!(&err, BackendError::Inference(m) if m.contains("7 bytes")),
+        matches!(&err, BackendError::InvalidInput(m) if m.contains("7 bytes")),
         "{err}"
     );
-    let wrong_type = Tensor {
-        datatype: DataType::Int32,
-        ..f32_tensor("x", &[1, 4], &[0.0; 4])
-    };
-    assert!(matches!(
-        backend.infer(vec![wrong_type]),
-        Err(BackendError::Inference(_))
-    ));
-    assert!(matches!(
-        backend.infer(vec![]),
-        Err(BackendError::Inference(_))
-    ));
-    // A shape the model rejects (5 columns) is ONNX Runtime's error, returned as such.
+    // A shape the model rejects (5 columns) is ONNX Runtime's INVALID_ARGUMENT.
     let wide = f32_tensor("x", &[1, 5], &[0.0; 5]);
-    assert!(matches!(
-        backend.infer(vec![wide]),
-        Err(BackendError::Inference(_))
-    ));
+    let err = backend.infer(vec![wide]).unwrap_err();
+    assert!(matches!(err, BackendError::InvalidInput(_)), "{err}");
 }
 
 #[test]
@@ -183,15 +128,16 @@ fn corrupt_or_missing_model_is_invalid_model_with_path() {
     let dir = tempfile::tempdir().unwrap();
     let corrupt = dir.path().join("corrupt.onnx");
     std::fs::write(&corrupt, b"\x08\x07this is not a protobuf model\xff\xfe").unwrap();
-    match OnnxRuntimeBackend::load(&LoadSpec::new(&corrupt)) {
+    match load_backend(CPU, &corrupt, 0) {
         Err(BackendError::InvalidModel { path, reason }) => {
             assert_eq!(path, corrupt.display().to_string());
             assert!(!reason.is_empty());
         }
-        other => panic!("expected InvalidModel, got {other:?}"),
+        Err(other) => panic!("expected InvalidModel, got {other}"),
+        Ok(_) => panic!("a corrupt model loaded"),
     }
     let missing = dir.path().join("missing.onnx");
-    let err = OnnxRuntimeBackend::load(&LoadSpec::new(&missing)).unwrap_err();
+    let err = load_backend(CPU, &missing, 0).err().unwrap();
     assert!(
         matches!(&err, BackendError::InvalidModel { reason, .. } if reason == "no such file"),
         "{err}"
@@ -200,15 +146,16 @@ fn corrupt_or_missing_model_is_invalid_model_with_path() {
 
 #[test]
 fn gpu_devices_fail_clearly_on_a_cpu_only_library() {
-    let runtime = library::onnxruntime(None).unwrap();
+    let runtime = environment::load(None).unwrap();
     for (device, provider) in [
-        (Device::Cuda(0), "CUDAExecutionProvider"),
-        (Device::TensorRt(0), "TensorrtExecutionProvider"),
+        ("cuda:0", "CUDAExecutionProvider"),
+        ("tensorrt:0", "TensorrtExecutionProvider"),
     ] {
-        let load = OnnxRuntimeBackend::load(&LoadSpec {
-            device: device.clone(),
-            ..spec("affine.onnx", 8)
-        });
+        let load = load_backend(
+            &format!("backend = \"onnxruntime\"\ndevice = \"{device}\"\n"),
+            &model("affine.onnx"),
+            8,
+        );
         if runtime.has_provider(provider) {
             continue; // a GPU build: registration is tried for real instead
         }
@@ -217,54 +164,38 @@ fn gpu_devices_fail_clearly_on_a_cpu_only_library() {
                 device: label,
                 reason,
             }) => {
-                assert_eq!(label, device.to_string());
+                assert_eq!(label, device);
                 assert!(
                     reason.contains(provider) && reason.contains("onnxruntime-gpu"),
                     "{reason}"
                 );
             }
-            other => panic!("expected DeviceUnavailable for {device}, got {other:?}"),
+            Err(other) => panic!("expected DeviceUnavailable for {device}, got {other}"),
+            Ok(_) => panic!("{device} loaded on a CPU-only library"),
         }
     }
-    let err = OnnxRuntimeBackend::load(&LoadSpec {
-        device: Device::EdgeTpu(0),
-        ..spec("affine.onnx", 8)
-    })
-    .unwrap_err();
-    assert!(
-        matches!(&err, BackendError::DeviceUnavailable { reason, .. } if reason.contains("own backend")),
-        "{err}"
-    );
 }
 
 #[test]
-fn load_instances_loads_independent_sessions() {
-    let spec = LoadSpec {
-        instances: 2,
-        ..spec("affine.onnx", 4)
-    };
+fn intra_op_threads_are_shared_among_a_devices_instances() {
+    let cores = std::thread::available_parallelism().unwrap().get();
     assert_eq!(
-        spec.effective_intra_op_threads(),
-        (std::thread::available_parallelism().unwrap().get() / 2).max(1)
+        OrtSettings::default().effective_intra_op_threads(2),
+        (cores / 2).max(1)
     );
-    let mut instances = load_instances(BackendKind::OnnxRuntime, &spec, 2).unwrap();
-    assert_eq!(instances.len(), 2);
-    for instance in &mut instances {
+    let config = "backend = \"onnxruntime\"\ninstances = 2\n";
+    for _ in 0..2 {
+        let mut instance = load_backend(config, &model("affine.onnx"), 4).unwrap();
         let out = instance
             .infer(vec![f32_tensor("x", &[1, 4], &[1.0; 4])])
             .unwrap();
         assert_eq!(f32_values(&out[0]), [3.0; 4]);
     }
-    assert_eq!(
-        "ort".parse::<BackendKind>().unwrap(),
-        BackendKind::OnnxRuntime
-    );
-    assert!("tensorflow".parse::<BackendKind>().is_err());
 }
 
 #[test]
 fn devices_listing_reports_cpu_available_and_accelerators_with_reasons() {
-    let reports = list_devices(None);
+    let reports = list_devices(&LibraryPaths::default());
     let cpu = reports
         .iter()
         .find(|r| r.backend == "onnxruntime" && r.device == "cpu")
@@ -273,7 +204,7 @@ fn devices_listing_reports_cpu_available_and_accelerators_with_reasons() {
         matches!(&cpu.status, DeviceStatus::Available { library_version, .. } if library_version.starts_with("1.")),
         "{cpu}"
     );
-    let runtime = library::onnxruntime(None).unwrap();
+    let runtime = environment::load(None).unwrap();
     let cuda = reports.iter().find(|r| r.device == "cuda:0").unwrap();
     if !runtime.has_provider("CUDAExecutionProvider") {
         assert!(

@@ -42,7 +42,7 @@ impl Backend for Affine {
             panic!("backend bug triggered by -2");
         }
         if x.iter().any(|v| *v == -1.0) {
-            return Err(BackendError::Inference("refusing -1".into()));
+            return Err(BackendError::Internal("refusing -1".into()));
         }
         let y: Vec<f32> = x.iter().map(|v| v * 2.0 + 1.0).collect();
         Ok(vec![f32_tensor("y", &inputs[0].shape, &y)])
@@ -92,7 +92,7 @@ fn harness(batch: BatchSupport, dims: &[i64], config: BatchingConfig, instances:
         })
         .collect();
     Harness {
-        scheduler: ModelScheduler::start("test-model", config, backends),
+        scheduler: ModelScheduler::start("test-model", "test", config, backends),
         runs,
         gate,
     }

@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{f32_tensor, f32_values, model};
-use inference_server::backend::{load_instances, BackendKind, BatchSupport, LoadSpec};
+use common::{f32_tensor, f32_values, load_backend, model};
+use inference_server::backend::{Backend, BatchSupport};
 use inference_server::scheduler::{BatchingConfig, InferError, InferenceRequest, ModelScheduler};
 
 fn scheduler(
@@ -16,18 +16,16 @@ fn scheduler(
     instances: usize,
     delay: Duration,
 ) -> ModelScheduler {
-    let spec = LoadSpec {
-        max_batch_size,
-        instances,
-        ..LoadSpec::new(model(model_file))
-    };
-    let backends = load_instances(BackendKind::OnnxRuntime, &spec, instances).expect("model loads");
+    let config = format!("backend = \"onnxruntime\"\ninstances = {instances}\n");
+    let backends: Vec<Box<dyn Backend>> = (0..instances)
+        .map(|_| load_backend(&config, &model(model_file), max_batch_size).expect("model loads"))
+        .collect();
     let config = BatchingConfig {
         max_batch_size,
         max_queue_delay: delay,
         ..BatchingConfig::default()
     };
-    ModelScheduler::start(model_file, config, backends)
+    ModelScheduler::start(model_file, "onnxruntime", config, backends)
 }
 
 /// `samples` rows of 4 values unique to (`who`, `i`).

@@ -54,7 +54,7 @@ fn check_repository_lists_every_problem_with_file_and_field() {
     assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
     let expected = [
         ("typo/config.toml", "dynamic_batching.max_queue_delay"),
-        ("device/config.toml", "device: invalid device 'quantum:0'"),
+        ("device/config.toml", "device: unknown device 'quantum:0'"),
         ("device/config.toml", "instances: must be at least 1"),
         (
             "versions/config.toml",
@@ -151,8 +151,8 @@ fn devices_lists_onnxruntime_cpu_with_its_version() {
     let (code, stdout, _) = run_binary(
         &[
             "devices",
-            "--onnxruntime-library",
-            "/nonexistent/libonnxruntime.so",
+            "--runtime-library",
+            "onnxruntime=/nonexistent/libonnxruntime.so",
         ],
         &[],
     );

@@ -28,9 +28,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::health::Health;
 use super::infer::{self, InferTarget, ResponseTimings};
-use crate::backend::{Device, TensorSpec};
-use crate::metrics::{self, Outcome};
-use crate::model_config::{model_file_name, platform};
+use crate::backend::runtime::DeviceKind;
+use crate::backend::TensorSpec;
+use crate::metrics::{self, Outcome, RanOn};
 use crate::repository::{LookupError, Repository, RepositoryError, ServedModel};
 use crate::scheduler::{InferError, InferenceRequest};
 use crate::statistics::SuccessRecord;
@@ -180,7 +180,11 @@ impl InferenceService {
         });
         metrics::record_request(&model.name, Outcome::Success);
         metrics::record_request_timings(
-            &model.name,
+            RanOn {
+                model: &model.name,
+                backend: model.config.runtime.name(),
+                device: &timings.device,
+            },
             timings.server,
             timings.queue,
             timings.compute,
@@ -234,6 +238,7 @@ fn infer_error_status(err: InferError) -> (Outcome, Status) {
         InferError::Expired => (Outcome::Expired, Status::deadline_exceeded(message)),
         InferError::Cancelled => (Outcome::Cancelled, Status::cancelled(message)),
         InferError::ShuttingDown => (Outcome::Rejected, Status::unavailable(message)),
+        InferError::Unavailable(_) => (Outcome::Unavailable, Status::unavailable(message)),
         InferError::Backend(_) => (Outcome::BackendError, Status::internal(message)),
     }
 }
@@ -272,14 +277,6 @@ fn metadata_tensor(spec: &TensorSpec, max_batch_size: usize) -> TensorMetadata {
 /// The model's configuration in Triton's shape.
 fn triton_config(model: &ServedModel) -> ModelConfig {
     let config = &model.config;
-    let (kind, gpus) = match &config.device {
-        Device::Cpu => (model_instance_group::Kind::Cpu, Vec::new()),
-        Device::Cuda(id) | Device::TensorRt(id) => (
-            model_instance_group::Kind::Gpu,
-            vec![i32::try_from(*id).unwrap_or(i32::MAX)],
-        ),
-        _ => (model_instance_group::Kind::Model, Vec::new()),
-    };
     let version_policy = match &config.raw.versions {
         Some(versions) => {
             model_version_policy::PolicyChoice::Specific(model_version_policy::Specific {
@@ -310,8 +307,8 @@ fn triton_config(model: &ServedModel) -> ModelConfig {
     });
     ModelConfig {
         name: model.name.clone(),
-        platform: model_config_platform(model),
-        backend: config.backend.to_string(),
+        platform: config.runtime.platform().to_string(),
+        backend: config.runtime.name().to_string(),
         version_policy: Some(ModelVersionPolicy {
             policy_choice: Some(version_policy),
         }),
@@ -337,26 +334,42 @@ fn triton_config(model: &ServedModel) -> ModelConfig {
                 dims: spec.dims.clone(),
             })
             .collect(),
-        instance_group: vec![ModelInstanceGroup {
-            name: format!("{}_0", model.name),
-            kind: kind as i32,
-            count: i32::try_from(config.instances).unwrap_or(i32::MAX),
-            gpus,
-        }],
-        default_model_filename: model_file_name(config.backend).to_string(),
+        instance_group: config
+            .instance_groups
+            .iter()
+            .enumerate()
+            .map(|(i, group)| {
+                let (kind, gpus) = match group.device.kind {
+                    DeviceKind::Cpu => (model_instance_group::Kind::Cpu, Vec::new()),
+                    DeviceKind::Gpu(id) => (
+                        model_instance_group::Kind::Gpu,
+                        vec![i32::try_from(id).unwrap_or(i32::MAX)],
+                    ),
+                    DeviceKind::Accelerator => (model_instance_group::Kind::Model, Vec::new()),
+                };
+                ModelInstanceGroup {
+                    name: format!("{}_{i}", model.name),
+                    kind: kind as i32,
+                    count: i32::try_from(group.count).unwrap_or(i32::MAX),
+                    gpus,
+                }
+            })
+            .collect(),
+        default_model_filename: model.files.model_file_name(),
         scheduling_choice: dynamic_batching,
         parameters: [(
             "device".to_string(),
             inference_proto::inference::ModelParameter {
-                string_value: config.device.to_string(),
+                string_value: config
+                    .instance_groups
+                    .iter()
+                    .map(|g| g.device.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
             },
         )]
         .into(),
     }
-}
-
-fn model_config_platform(model: &ServedModel) -> String {
-    platform(model.config.backend).to_string()
 }
 
 type InferStream = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
@@ -385,7 +398,7 @@ impl GrpcInferenceService for InferenceService {
     ) -> Result<Response<ModelReadyResponse>, Status> {
         let request = request.into_inner();
         let ready = match self.repository.get(&request.name, &request.version) {
-            Ok(_) => self.state.is_accepting(),
+            Ok(model) => self.state.is_accepting() && model.scheduler.in_service() > 0,
             Err(LookupError::NotReady { .. }) => false,
             Err(err) => return Err(Status::not_found(err.to_string())),
         };
@@ -419,7 +432,7 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(ModelMetadataResponse {
             name: model.name.clone(),
             versions,
-            platform: model_config_platform(&model),
+            platform: model.config.runtime.platform().to_string(),
             inputs: model
                 .signature
                 .inputs

@@ -1,4 +1,4 @@
-//! Finding a native runtime library (ONNX Runtime today; OpenVINO and TFLite later) at run time.
+//! Finding a native runtime library at run time, the same way for every runtime.
 //!
 //! Nothing is downloaded or linked at build time: the server `dlopen`s the runtime that is on the
 //! box. [`RuntimeLibrary`] describes one runtime (file name, environment variable, Python wheel),
@@ -14,14 +14,12 @@
 //! An explicit path or environment variable that is set but wrong is an error at once rather than
 //! a silent fall-through: the operator asked for that library. When nothing is found, the error
 //! ([`LibraryNotFound`]) lists every place tried and how to fix it.
-//!
-//! [`onnxruntime`] initialises ONNX Runtime once per process and reports its version.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 
 /// How to find one native runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,15 +38,28 @@ pub struct RuntimeLibrary {
     pub pip_package: &'static str,
 }
 
-/// ONNX Runtime as shipped by the `onnxruntime` (and `onnxruntime-gpu`) wheels or system packages.
-pub const ONNXRUNTIME: RuntimeLibrary = RuntimeLibrary {
-    display_name: "ONNX Runtime",
-    env_var: "ORT_DYLIB_PATH",
-    file_stem: "libonnxruntime.so",
-    python_module: "onnxruntime",
-    wheel_subdir: "capi",
-    pip_package: "onnxruntime",
-};
+/// The runtime libraries the server's settings name, by runtime name (`[onnxruntime] library =`
+/// in the server config, `--runtime-library onnxruntime=PATH`); each comes before its runtime's
+/// usual search.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LibraryPaths(BTreeMap<String, PathBuf>);
+
+impl LibraryPaths {
+    /// The path named for `runtime`, if any.
+    pub fn get(&self, runtime: &str) -> Option<&Path> {
+        self.0.get(runtime).map(PathBuf::as_path)
+    }
+
+    /// Names `path` for `runtime` (a later call for the same runtime wins).
+    pub fn insert(&mut self, runtime: &str, path: PathBuf) {
+        self.0.insert(runtime.to_string(), path);
+    }
+
+    /// Every (runtime, path) pair.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_path()))
+    }
+}
 
 /// Where a library was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,7 +279,7 @@ impl LibrarySearch {
 }
 
 /// An explicit path: the library file itself, or a folder that holds it.
-fn resolve_path(lib: RuntimeLibrary, path: &Path) -> Result<(PathBuf, Option<String>), String> {
+pub fn resolve_path(lib: RuntimeLibrary, path: &Path) -> Result<(PathBuf, Option<String>), String> {
     if path.is_dir() {
         return match find_in_dir(lib, path)? {
             Some(found) => Ok(found),
@@ -322,7 +333,7 @@ fn find_in_dir(
 }
 
 /// `libonnxruntime.so.1.32.0` → `1.32.0`.
-fn version_from_file_name(lib: RuntimeLibrary, name: &str) -> Option<String> {
+pub fn version_from_file_name(lib: RuntimeLibrary, name: &str) -> Option<String> {
     let rest = name.strip_prefix(lib.file_stem)?.strip_prefix('.')?;
     (!rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit() || c == '.'))
         .then(|| rest.to_string())
@@ -391,110 +402,18 @@ fn ask_python(lib: RuntimeLibrary, python: &Path) -> Result<FoundLibrary, String
     }
 }
 
-/// ONNX Runtime, loaded and initialised for this process.
-#[derive(Debug, Clone)]
-pub struct OnnxRuntime {
-    pub library: FoundLibrary,
-    /// Version reported by the loaded library.
-    pub version: String,
-    /// Execution providers the library was built with, e.g. `CPUExecutionProvider`.
-    pub providers: Vec<String>,
-    pub(crate) environment: ort::environment::Environment,
-}
-
-impl OnnxRuntime {
-    /// Whether the library was built with this execution provider (`CUDAExecutionProvider`, ...).
-    pub fn has_provider(&self, name: &str) -> bool {
-        self.providers.iter().any(|p| p == name)
-    }
-}
-
-static ONNXRUNTIME_STATE: Mutex<Option<OnnxRuntime>> = Mutex::new(None);
-
-/// Finds, loads and initialises ONNX Runtime once per process; later calls return the same
-/// runtime (an `explicit` path that differs from the loaded one is then ignored with a warning,
-/// since a process can hold only one). A failed attempt is not cached, so a later call may retry.
-pub fn onnxruntime(explicit: Option<&Path>) -> Result<OnnxRuntime, super::BackendError> {
-    let mut state = ONNXRUNTIME_STATE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(runtime) = state.as_ref() {
-        if let Some(path) = explicit {
-            if resolve_path(ONNXRUNTIME, path).map(|(p, _)| p) != Ok(runtime.library.path.clone()) {
-                tracing::warn!(
-                    requested = %path.display(),
-                    loaded = %runtime.library.path.display(),
-                    "ONNX Runtime is already loaded from another path; one library per process"
-                );
-            }
-        }
-        return Ok(runtime.clone());
-    }
-    let found = LibrarySearch::standard(ONNXRUNTIME, explicit)
-        .find()
-        .map_err(|e| super::BackendError::LibraryUnavailable(e.to_string()))?;
-    let unusable = |why: String| {
-        super::BackendError::LibraryUnavailable(format!(
-            "{} at {} ({}) cannot be used: {why}",
-            ONNXRUNTIME.display_name,
-            found.path.display(),
-            found.source
-        ))
-    };
-    let builder = ort::init_from(&found.path).map_err(|e| unusable(e.to_string()))?;
-    let environment = builder
-        .with_name("inference-server")
-        .with_telemetry(false)
-        .build()
-        .map_err(|e| unusable(e.to_string()))?;
-    let providers = available_providers();
-    let version = loaded_version(&found);
-    tracing::info!(path = %found.path.display(), source = %found.source, %version, ?providers, "loaded ONNX Runtime");
-    let runtime = OnnxRuntime {
-        library: found,
-        version,
-        providers,
-        environment,
-    };
-    *state = Some(runtime.clone());
-    Ok(runtime)
-}
-
-/// The providers the loaded library was built with, via each EP's `is_available()`.
-fn available_providers() -> Vec<String> {
-    use ort::ep::{ExecutionProvider, TensorRT, CPU, CUDA};
-    let mut out = Vec::new();
-    let mut check = |name: &str, available: ort::Result<bool>| {
-        if available.unwrap_or(false) {
-            out.push(name.to_string());
-        }
-    };
-    check(CPU::NAME, CPU::is_available());
-    check(CUDA::NAME, CUDA::is_available());
-    check(TensorRT::NAME, TensorRT::is_available());
-    out
-}
-
-/// The loaded library's version: from its build string (`git-branch=rel-1.32.0`), else from the
-/// wheel or file name, else from the versioned file a `libonnxruntime.so` symlink points to.
-fn loaded_version(found: &FoundLibrary) -> String {
-    let info = ort::info();
-    let from_info = info
-        .split([',', ' '])
-        .find_map(|part| part.trim().strip_prefix("git-branch=rel-"))
-        .filter(|v| v.chars().next().is_some_and(|c| c.is_ascii_digit()))
-        .map(str::to_string);
-    from_info
-        .or_else(|| found.version.clone())
-        .or_else(|| {
-            // `libonnxruntime.so` is usually a symlink to the versioned file.
-            let target = std::fs::canonicalize(&found.path).ok()?;
-            version_from_file_name(ONNXRUNTIME, &target.file_name()?.to_string_lossy())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ONNXRUNTIME: RuntimeLibrary = RuntimeLibrary {
+        display_name: "ONNX Runtime",
+        env_var: "ORT_DYLIB_PATH",
+        file_stem: "libonnxruntime.so",
+        python_module: "onnxruntime",
+        wheel_subdir: "capi",
+        pip_package: "onnxruntime",
+    };
 
     fn touch(path: &Path) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

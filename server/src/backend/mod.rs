@@ -1,23 +1,28 @@
-//! The backend contract: one synchronous model instance per OS thread. Each runtime (ONNX Runtime,
-//! OpenVINO, TFLite/Edge TPU, DNA) is one file implementing [`Backend`] and declaring in its
-//! [`ModelSignature`] what it supports, so the batcher can pad or split for it.
+//! The backend boundary. Each runtime (ONNX Runtime, OpenVINO, ...) is one module that implements
+//! two small traits and is listed once in [`registry::RUNTIMES`]:
 //!
-//! - [`library`] finds native runtime libraries at run time (nothing is linked at build time);
-//! - [`devices`] parses [`Device`] strings and probes what the box has (`inference-server devices`);
-//! - [`onnxruntime`] is the ONNX Runtime backend (CPU, CUDA, TensorRT).
+//! - [`runtime::Runtime`]: what the runtime is (name, aliases, Triton platform, the model files
+//!   it takes in a version folder, its device names), how it reads its own `[<name>]` table of a
+//!   model's `config.toml`, how it probes the box for `inference-server devices`, and how it
+//!   loads an instance;
+//! - [`Backend`]: one loaded model instance, run on its own OS thread: its signature (what it
+//!   accepts and how it batches), inference, warm-up and a health check.
 //!
-//! [`load_instances`] loads a model `count` times (one instance per scheduler thread).
+//! Generic code (repository, model config, server settings, scheduler, API) names no runtime.
+//! [`library`] finds native runtime libraries at run time (nothing is linked at build time) and
+//! [`devices`] holds the probing helpers and the `inference-server devices` report.
 
 pub mod devices;
+#[cfg(feature = "test-backend")]
+pub mod fake;
 pub mod library;
 pub mod onnxruntime;
-
-use std::path::PathBuf;
-use std::str::FromStr;
+pub mod openvino;
+pub mod registry;
+pub mod runtime;
 
 use inference_proto::DataType;
 
-pub use self::devices::{Device, DeviceParseError};
 use crate::tensor::Tensor;
 
 /// Name, element type and per-sample dimensions of one model input or output.
@@ -49,119 +54,227 @@ pub struct ModelSignature {
     pub batch: BatchSupport,
 }
 
-/// Why a backend failed to load or to run.
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("runtime library unavailable: {0}")]
-    LibraryUnavailable(String),
-    #[error("device '{device}' unavailable: {reason}")]
-    DeviceUnavailable { device: String, reason: String },
-    #[error("cannot load model '{path}': {reason}")]
-    InvalidModel { path: String, reason: String },
-    #[error("inference failed: {0}")]
-    Inference(String),
-}
-
-/// The runtimes this build can drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BackendKind {
-    /// ONNX Runtime (`onnxruntime`, alias `ort`): devices `cpu`, `cuda:N`, `tensorrt:N`.
-    OnnxRuntime,
-}
-
-/// A backend name that this build does not know.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown backend '{0}' (this build has: onnxruntime)")]
-pub struct UnknownBackend(pub String);
-
-impl FromStr for BackendKind {
-    type Err = UnknownBackend;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "onnxruntime" | "ort" | "onnx" => Ok(BackendKind::OnnxRuntime),
-            _ => Err(UnknownBackend(s.to_string())),
+impl ModelSignature {
+    /// The signature of a model whose inputs and outputs have full dims (dimension 0 included):
+    /// [`batch_support`] decides how it batches, and batched dims lose dimension 0.
+    pub fn from_full_dims(
+        inputs: Vec<TensorSpec>,
+        outputs: Vec<TensorSpec>,
+        max_batch_size: usize,
+    ) -> Result<Self, String> {
+        if inputs.is_empty() || outputs.is_empty() {
+            return Err("the model needs at least one input and one output".into());
         }
-    }
-}
-
-impl std::fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BackendKind::OnnxRuntime => f.write_str("onnxruntime"),
-        }
-    }
-}
-
-/// Everything a backend needs to load one instance of a model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoadSpec {
-    /// The model file (`.onnx` for ONNX Runtime).
-    pub model_path: PathBuf,
-    pub device: Device,
-    /// Largest batch (samples along dimension 0) the scheduler will send; 0 = the model does not
-    /// batch (Triton's convention): inputs go as they are, one request per run.
-    pub max_batch_size: usize,
-    /// How many instances of this model will be loaded; used to split the CPU threads among them.
-    pub instances: usize,
-    /// Threads inside one operator, per instance; `None` = available cores / `instances` (min 1).
-    pub intra_op_threads: Option<usize>,
-    /// Let idle intra-op threads spin-wait for the next operator. Off by default: on a small box
-    /// the spinning threads take the cores the gRPC runtime and the other instances need, and
-    /// with requests that are not back to back they burn a core per thread for nothing.
-    pub intra_op_spinning: bool,
-    /// Explicit runtime library path (file or folder), before `ORT_DYLIB_PATH` and the usual search.
-    pub library_path: Option<PathBuf>,
-}
-
-impl LoadSpec {
-    /// A spec with the defaults: CPU, no batching, one instance, default threads, library search.
-    pub fn new(model_path: impl Into<PathBuf>) -> Self {
-        LoadSpec {
-            model_path: model_path.into(),
-            device: Device::Cpu,
-            max_batch_size: 0,
-            instances: 1,
-            intra_op_threads: None,
-            intra_op_spinning: false,
-            library_path: None,
-        }
-    }
-
-    /// The intra-op thread count this spec gives each instance.
-    pub fn effective_intra_op_threads(&self) -> usize {
-        self.intra_op_threads.filter(|n| *n > 0).unwrap_or_else(|| {
-            let cores = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(4);
-            (cores / self.instances.max(1)).max(1)
+        let batch = batch_support(&inputs, &outputs, max_batch_size);
+        let strip = |specs: Vec<TensorSpec>| -> Vec<TensorSpec> {
+            if batch == BatchSupport::Unbatched {
+                return specs;
+            }
+            specs
+                .into_iter()
+                .map(|s| TensorSpec {
+                    dims: s.dims[1..].to_vec(),
+                    ..s
+                })
+                .collect()
+        };
+        Ok(ModelSignature {
+            inputs: strip(inputs),
+            outputs: strip(outputs),
+            batch,
         })
     }
 }
 
-/// Loads `count` instances (at least one) of a model with the given backend, one per scheduler
-/// thread; the first failure is returned.
-pub fn load_instances(
-    kind: BackendKind,
-    spec: &LoadSpec,
-    count: usize,
-) -> Result<Vec<Box<dyn Backend>>, BackendError> {
-    (0..count.max(1))
-        .map(|_| match kind {
-            BackendKind::OnnxRuntime => {
-                onnxruntime::OnnxRuntimeBackend::load(spec).map(|b| Box::new(b) as Box<dyn Backend>)
+/// How a model with these full dims batches, given the configured `max_batch_size`:
+/// - 0 → [`BatchSupport::Unbatched`] (Triton's convention: no batch dimension);
+/// - dimension 0 dynamic (-1) in every input → [`BatchSupport::Dynamic`] up to the max;
+/// - the same fixed N in every input → [`BatchSupport::Fixed`]`(N)` (compiled for N samples);
+/// - anything else (scalars, inputs that disagree) → unbatched, with a warning saying why.
+pub fn batch_support(
+    inputs: &[TensorSpec],
+    outputs: &[TensorSpec],
+    max_batch_size: usize,
+) -> BatchSupport {
+    if max_batch_size == 0 {
+        return BatchSupport::Unbatched;
+    }
+    let unbatched = |why: String| {
+        tracing::warn!("model cannot batch ({why}); serving it unbatched, one request per run");
+        BatchSupport::Unbatched
+    };
+    if let Some(t) = inputs.iter().chain(outputs).find(|t| t.dims.is_empty()) {
+        return unbatched(format!("'{}' is a scalar", t.name));
+    }
+    let first: Vec<i64> = inputs.iter().map(|t| t.dims[0]).collect();
+    if first.iter().all(|d| *d == -1) {
+        BatchSupport::Dynamic {
+            max: max_batch_size,
+        }
+    } else if first[0] > 0 && first.iter().all(|d| *d == first[0]) {
+        match usize::try_from(first[0]) {
+            Ok(n) => BatchSupport::Fixed(n),
+            Err(_) => unbatched("batch dimension out of range".into()),
+        }
+    } else {
+        unbatched(format!("inputs disagree on dimension 0: {first:?}"))
+    }
+}
+
+/// Why a backend failed to load or to run. The variant, never the message, decides what happens
+/// next: the API maps [`BackendError::InvalidInput`] to INVALID_ARGUMENT, takes the instance out
+/// of service on [`BackendError::DeviceUnavailable`] (UNAVAILABLE) and answers INTERNAL otherwise.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    /// The runtime's library is missing or unusable (load time).
+    #[error("runtime library unavailable: {0}")]
+    LibraryUnavailable(String),
+    /// The device is absent, gone or failed (load or run time).
+    #[error("device '{device}' unavailable: {reason}")]
+    DeviceUnavailable { device: String, reason: String },
+    /// The model file cannot be used (load time).
+    #[error("cannot load model '{path}': {reason}")]
+    InvalidModel { path: String, reason: String },
+    /// This request's inputs are wrong (run time).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Anything else that failed while running.
+    #[error("inference failed: {0}")]
+    Internal(String),
+}
+
+/// One loaded model instance. Backends are synchronous and never run on the async runtime: each
+/// instance lives on its own scheduler thread, which is the only caller of these methods.
+pub trait Backend: Send {
+    /// The instance's inputs, outputs and batching capability.
+    fn signature(&self) -> &ModelSignature;
+
+    /// The device label reported to clients and metrics, e.g. `cpu` or `GPU.0`.
+    fn device(&self) -> &str;
+
+    /// Runs one batch. Inputs are in signature order with dimension 0 the batch (when batched);
+    /// outputs come back in signature order.
+    fn infer(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
+
+    /// Runs the model `runs` times on all-zero inputs before it serves (first runs compile
+    /// kernels, allocate arenas, upload weights). The default builds the inputs from the
+    /// signature: the instance's batch (1 for a dynamic one) and 1 for each dynamic dimension.
+    fn warm_up(&mut self, runs: usize) -> Result<(), BackendError> {
+        if runs == 0 {
+            return Ok(());
+        }
+        let inputs = zero_inputs(self.signature());
+        for _ in 0..runs {
+            self.infer(inputs.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Whether the device is still there and usable; polled by the scheduler while the instance
+    /// is idle or out of service. [`BackendError::DeviceUnavailable`] takes it out of service, a
+    /// later `Ok` puts it back. The default (a device that cannot vanish, like the CPU) is `Ok`.
+    fn health(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+/// All-zero inputs of one run of a model with `signature` (see [`Backend::warm_up`]).
+pub fn zero_inputs(signature: &ModelSignature) -> Vec<Tensor> {
+    let batch: Option<i64> = match signature.batch {
+        BatchSupport::Dynamic { .. } => Some(1),
+        BatchSupport::Fixed(n) => Some(i64::try_from(n).unwrap_or(1)),
+        BatchSupport::Unbatched => None,
+    };
+    signature
+        .inputs
+        .iter()
+        .map(|spec| {
+            let shape: Vec<i64> = batch
+                .into_iter()
+                .chain(spec.dims.iter().map(|&d| if d < 0 { 1 } else { d }))
+                .collect();
+            let elements: usize = shape.iter().map(|&d| d.max(0) as usize).product();
+            let data = match spec.datatype.element_size() {
+                Some(size) => vec![0u8; elements * size],
+                // BYTES: every element an empty string (a 4-byte zero length).
+                None => vec![0u8; elements * 4],
+            };
+            Tensor {
+                name: spec.name.clone(),
+                datatype: spec.datatype,
+                shape,
+                data,
             }
         })
         .collect()
 }
 
-/// One loaded model instance. Backends are synchronous and never run on the async runtime.
-pub trait Backend: Send {
-    /// The instance's inputs, outputs and batching capability.
-    fn signature(&self) -> &ModelSignature;
-    /// A short device label reported to clients and metrics, e.g. `cpu` or `cuda:0`.
-    fn device(&self) -> &str;
-    /// Runs one batch. Inputs are in signature order with dimension 0 the batch (when batched);
-    /// outputs come back in signature order.
-    fn infer(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_support_follows_dimension_zero() {
+        let dynamic = [spec("a", &[-1, 3]), spec("b", &[-1])];
+        let out = [spec("y", &[-1, 3])];
+        assert_eq!(
+            batch_support(&dynamic, &out, 8),
+            BatchSupport::Dynamic { max: 8 }
+        );
+        assert_eq!(batch_support(&dynamic, &out, 0), BatchSupport::Unbatched);
+        assert_eq!(
+            batch_support(&[spec("a", &[1, 3, 224, 224])], &out, 8),
+            BatchSupport::Fixed(1)
+        );
+        assert_eq!(
+            batch_support(&[spec("a", &[4, 3]), spec("b", &[4])], &out, 8),
+            BatchSupport::Fixed(4)
+        );
+        assert_eq!(
+            batch_support(&[spec("a", &[4, 3]), spec("b", &[-1])], &out, 8),
+            BatchSupport::Unbatched
+        );
+        assert_eq!(
+            batch_support(&[spec("a", &[])], &out, 8),
+            BatchSupport::Unbatched
+        );
+        assert_eq!(
+            batch_support(&dynamic, &[spec("s", &[])], 8),
+            BatchSupport::Unbatched
+        );
+    }
+
+    fn spec(name: &str, dims: &[i64]) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            datatype: DataType::Fp32,
+            dims: dims.to_vec(),
+        }
+    }
+
+    #[test]
+    fn zero_inputs_follow_batch_support_and_dynamic_dims() {
+        let spec = |dims: &[i64]| TensorSpec {
+            name: "x".into(),
+            datatype: DataType::Fp32,
+            dims: dims.to_vec(),
+        };
+        let signature = |batch| ModelSignature {
+            inputs: vec![spec(&[3, -1])],
+            outputs: vec![],
+            batch,
+        };
+        let shapes = |batch| {
+            zero_inputs(&signature(batch))
+                .into_iter()
+                .map(|t| (t.shape.clone(), t.data.len()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            shapes(BatchSupport::Dynamic { max: 8 }),
+            [(vec![1, 3, 1], 12)]
+        );
+        assert_eq!(shapes(BatchSupport::Fixed(4)), [(vec![4, 3, 1], 48)]);
+        assert_eq!(shapes(BatchSupport::Unbatched), [(vec![3, 1], 12)]);
+    }
 }

@@ -1,5 +1,6 @@
 //! Per-model scheduling: a bounded queue, the dynamic batcher and one OS thread per backend
-//! instance (never a tokio worker thread).
+//! instance (never a tokio worker thread). Instances may run on different devices (instance
+//! groups); each pulls from the model's one queue with its own batch rules.
 //!
 //! ```text
 //! submit() ──validate──▶ BoundedQueue ──policy::decide──▶ free instance thread ──▶ Backend::infer
@@ -9,14 +10,23 @@
 //! ```
 //!
 //! Each instance thread is its own batcher: when free it looks at the queue under the lock, asks
-//! the pure [`policy::decide`] what to do, and either takes a batch, sleeps until the decision's
-//! deadline, or sleeps until a submit wakes it. Requests whose deadline passed, or whose receiver
-//! was dropped, are removed right before each decision, so they never reach the device.
+//! the pure [`policy::decide`] what to do with its rules, and either takes a batch, sleeps until
+//! the decision's deadline, or sleeps until a submit wakes it. Requests whose deadline passed, or
+//! whose receiver was dropped, are removed right before each decision, so they never reach the
+//! device.
+//!
+//! **Instance health.** An idle instance asks its backend's [`Backend::health`] every
+//! `health_interval`. A device that is gone ([`crate::backend::BackendError::DeviceUnavailable`],
+//! from a run or from the health check, or an internal error after which the health check fails)
+//! takes that instance out of service: its batch is answered UNAVAILABLE, the other instances
+//! keep serving, and it is polled until its device is back. With no instance in service, new and
+//! queued requests are answered UNAVAILABLE.
 //!
 //! Metrics: the scheduler records [`crate::metrics::record_batch_size`] for every backend run,
-//! [`crate::metrics::set_queue_depth`] whenever the queue changes, and `Outcome::Cancelled` for
-//! requests whose client went away (no one else sees those). Every other outcome reaches the
-//! caller as the result of [`ModelScheduler::submit`] or of its receiver, and the caller records it.
+//! backend errors, instance health, [`crate::metrics::set_queue_depth`] whenever the queue
+//! changes, and `Outcome::Cancelled` for requests whose client went away (no one else sees
+//! those). Every other outcome reaches the caller as the result of [`ModelScheduler::submit`] or
+//! of its receiver, and the caller records it.
 
 mod batch;
 pub mod policy;
@@ -50,7 +60,12 @@ pub struct BatchingConfig {
     pub max_queue_requests: usize,
     /// Most input bytes waiting in the queue.
     pub max_queue_bytes: usize,
+    /// How often an idle or out-of-service instance asks its backend whether the device is there.
+    pub health_interval: Duration,
 }
+
+/// Default [`BatchingConfig::health_interval`].
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Default for BatchingConfig {
     /// Batches of up to 8, no waiting, at most 256 queued requests and 64 MiB of queued inputs.
@@ -61,6 +76,7 @@ impl Default for BatchingConfig {
             preferred_batch_sizes: Vec::new(),
             max_queue_requests: 256,
             max_queue_bytes: 64 << 20,
+            health_interval: DEFAULT_HEALTH_INTERVAL,
         }
     }
 }
@@ -138,9 +154,23 @@ pub enum InferError {
     /// The model is being unloaded or the server is stopping (gRPC: UNAVAILABLE).
     #[error("model is shutting down")]
     ShuttingDown,
+    /// No instance can run it: its device is gone or failed (gRPC: UNAVAILABLE).
+    #[error("{0}")]
+    Unavailable(String),
     /// The backend failed on the batch (gRPC: INTERNAL).
     #[error("backend error: {0}")]
     Backend(String),
+}
+
+/// Where one instance stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStatus {
+    /// The device it runs on.
+    pub device: String,
+    /// Whether it takes batches.
+    pub in_service: bool,
+    /// Why not, when it is out of service.
+    pub reason: String,
 }
 
 /// Whether the scheduler accepts work.
@@ -160,16 +190,25 @@ struct State {
     idle: usize,
     /// Instance threads not yet exited.
     live: usize,
+    /// One per instance, by index.
+    instances: Vec<InstanceStatus>,
+}
+
+impl State {
+    fn in_service(&self) -> usize {
+        self.instances.iter().filter(|i| i.in_service).count()
+    }
 }
 
 /// What the submitting side and the instance threads share.
 struct Shared {
     model: String,
+    /// The runtime's name, for metrics.
+    backend: &'static str,
     signature: ModelSignature,
-    rules: BatchRules,
-    flush_rules: BatchRules,
     /// Most samples one request may carry.
     max_request_samples: usize,
+    health_interval: Duration,
     state: Mutex<State>,
     /// Wakes instance threads: a request arrived, or the phase changed.
     work: Condvar,
@@ -185,15 +224,34 @@ impl Shared {
     }
 }
 
-/// Answers every queued request with `ShuttingDown`.
-fn abort_queue(shared: &Shared, state: &mut State) {
+/// Answers every queued request with `error`.
+fn answer_queue(shared: &Shared, state: &mut State, error: &InferError) {
     let dropped = state.queue.take_all();
     if !dropped.is_empty() {
         metrics::set_queue_depth(&shared.model, 0);
     }
     for entry in dropped {
-        let _ = entry.reply.send(Err(InferError::ShuttingDown));
+        let _ = entry.reply.send(Err(error.clone()));
     }
+}
+
+/// Answers every queued request with `ShuttingDown`.
+fn abort_queue(shared: &Shared, state: &mut State) {
+    answer_queue(shared, state, &InferError::ShuttingDown);
+}
+
+/// Why no instance of the model is in service, for UNAVAILABLE answers.
+fn unavailable(shared: &Shared, state: &State) -> InferError {
+    let reasons: Vec<String> = state
+        .instances
+        .iter()
+        .map(|i| format!("{}: {}", i.device, i.reason))
+        .collect();
+    InferError::Unavailable(format!(
+        "no instance of model '{}' is in service ({})",
+        shared.model,
+        reasons.join("; ")
+    ))
 }
 
 /// The scheduler of one loaded model.
@@ -206,61 +264,96 @@ impl std::fmt::Debug for ModelScheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ModelScheduler")
             .field("model", &self.shared.model)
-            .field("rules", &self.shared.rules)
+            .field("backend", &self.shared.backend)
             .finish_non_exhaustive()
     }
 }
 
+/// Most samples one request may carry on an instance with these rules and batch support.
+fn request_samples(config: &BatchingConfig, rules: &BatchRules, batch: BatchSupport) -> usize {
+    match batch {
+        BatchSupport::Unbatched => 1,
+        BatchSupport::Dynamic { .. } => rules.max_samples,
+        BatchSupport::Fixed(n) => config.max_batch_size.max(n),
+    }
+}
+
 impl ModelScheduler {
-    /// Starts one OS thread per instance (all instances of one model, same signature).
+    /// Starts one OS thread per instance. The instances may differ in device and batch support
+    /// but not in inputs and outputs (the repository checks that); `backend` is the runtime's
+    /// name, for metrics.
     ///
     /// # Panics
     /// If `instances` is empty: a model needs at least one loaded instance.
-    pub fn start(model: &str, config: BatchingConfig, instances: Vec<Box<dyn Backend>>) -> Self {
+    pub fn start(
+        model: &str,
+        backend: &'static str,
+        config: BatchingConfig,
+        instances: Vec<Box<dyn Backend>>,
+    ) -> Self {
         assert!(
             !instances.is_empty(),
             "ModelScheduler::start needs at least one backend instance"
         );
         let signature = instances[0].signature().clone();
-        if instances.iter().any(|i| i.signature() != &signature) {
-            tracing::warn!(
-                model,
-                "instances report different signatures; using the first one's"
-            );
-        }
-        let rules = BatchRules::new(&config, signature.batch);
-        let max_request_samples = match signature.batch {
-            BatchSupport::Unbatched => 1,
-            BatchSupport::Dynamic { .. } => rules.max_samples,
-            BatchSupport::Fixed(n) => config.max_batch_size.max(n),
-        };
+        let rules: Vec<BatchRules> = instances
+            .iter()
+            .map(|i| BatchRules::new(&config, i.signature().batch))
+            .collect();
+        let max_request_samples = instances
+            .iter()
+            .zip(&rules)
+            .map(|(i, r)| request_samples(&config, r, i.signature().batch))
+            .max()
+            .unwrap_or(1);
+        let statuses = instances
+            .iter()
+            .map(|i| InstanceStatus {
+                device: i.device().to_string(),
+                in_service: true,
+                reason: String::new(),
+            })
+            .collect();
         let shared = Arc::new(Shared {
             model: model.to_string(),
+            backend,
             signature,
-            flush_rules: rules.flushing(),
-            rules,
             max_request_samples,
+            health_interval: config.health_interval,
             state: Mutex::new(State {
                 queue: BoundedQueue::new(config.max_queue_requests, config.max_queue_bytes),
                 phase: Phase::Running,
                 idle: 0,
                 live: 0,
+                instances: statuses,
             }),
             work: Condvar::new(),
             exited: Condvar::new(),
         });
         metrics::set_queue_depth(model, 0);
         let mut threads = Vec::with_capacity(instances.len());
-        for (index, backend) in instances.into_iter().enumerate() {
+        for (index, (backend_instance, rules)) in instances.into_iter().zip(rules).enumerate() {
             let thread_shared = Arc::clone(&shared);
+            metrics::set_instance_up(
+                metrics::RanOn {
+                    model,
+                    backend,
+                    device: backend_instance.device(),
+                },
+                index,
+                true,
+            );
             shared.lock().live += 1;
             let spawned = std::thread::Builder::new()
                 .name(format!("infer-{index}-{model}"))
-                .spawn(move || worker::run(thread_shared, backend));
+                .spawn(move || worker::run(thread_shared, index, backend_instance, rules));
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
-                    shared.lock().live -= 1;
+                    let mut state = shared.lock();
+                    state.live -= 1;
+                    state.instances[index].in_service = false;
+                    state.instances[index].reason = format!("cannot start its thread: {e}");
                     tracing::error!(model, index, error = %e, "cannot start an instance thread");
                 }
             }
@@ -268,7 +361,13 @@ impl ModelScheduler {
         if threads.is_empty() {
             shared.lock().phase = Phase::Aborted;
         }
-        tracing::info!(model, instances = threads.len(), rules = ?shared.rules, "scheduler started");
+        tracing::info!(
+            model,
+            backend,
+            instances = threads.len(),
+            max_request_samples,
+            "scheduler started"
+        );
         ModelScheduler {
             shared,
             threads: Mutex::new(threads),
@@ -311,6 +410,9 @@ impl ModelScheduler {
         if state.phase != Phase::Running {
             return Err(InferError::ShuttingDown);
         }
+        if state.in_service() == 0 {
+            return Err(unavailable(shared, &state));
+        }
         if !state.queue.could_ever_fit(bytes) {
             return Err(InferError::Invalid(format!(
                 "request of {bytes} bytes exceeds the queue limit of {} bytes; raise the model's max_queue_bytes",
@@ -335,9 +437,19 @@ impl ModelScheduler {
         self.shared.lock().queue.len()
     }
 
-    /// The model's inputs, outputs and batch support, as the backend reports them.
+    /// The model's inputs, outputs and batch support, as the first instance reports them.
     pub fn signature(&self) -> &ModelSignature {
         &self.shared.signature
+    }
+
+    /// Every instance's device and whether it is in service.
+    pub fn instances(&self) -> Vec<InstanceStatus> {
+        self.shared.lock().instances.clone()
+    }
+
+    /// How many instances are in service.
+    pub fn in_service(&self) -> usize {
+        self.shared.lock().in_service()
     }
 
     /// Most samples one request may carry (`max_batch_size` to report); 0 for unbatched models.

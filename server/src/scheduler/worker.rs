@@ -1,27 +1,113 @@
 //! The mechanism: the loop of one instance thread (find a batch under the lock, run it outside the
-//! lock, answer every request of it), with batches concatenated, padded or split for the backend.
+//! lock, answer every request of it), with batches concatenated, padded or split for the backend,
+//! and the instance's health: idle checks, out of service on a device failure, back when the
+//! device is.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::batch;
-use super::policy::{decide, Decision};
+use super::policy::{decide, BatchRules, Decision};
 use super::queue::{Dropped, Entry};
-use super::{abort_queue, InferError, InferenceResponse, Phase, RequestTimings, Shared, State};
-use crate::backend::{Backend, BatchSupport};
-use crate::metrics::{self, Outcome};
+use super::{
+    abort_queue, answer_queue, unavailable, InferError, InferenceResponse, Phase, RequestTimings,
+    Shared, State,
+};
+use crate::backend::{Backend, BackendError, BatchSupport};
+use crate::metrics::{self, Outcome, RanOn};
 use crate::tensor::Tensor;
 
+/// What an instance thread does next.
+enum Next {
+    Batch(Vec<Entry>),
+    /// Idle for a health interval: ask the backend whether its device is still there.
+    CheckHealth,
+    Exit,
+}
+
 /// Body of an instance thread: runs batches until the scheduler drains or aborts.
-pub(super) fn run(shared: Arc<Shared>, mut backend: Box<dyn Backend>) {
-    while let Some(entries) = next_batch(&shared) {
-        run_batch(&shared, backend.as_mut(), entries);
+pub(super) fn run(
+    shared: Arc<Shared>,
+    index: usize,
+    mut backend: Box<dyn Backend>,
+    rules: BatchRules,
+) {
+    let flush_rules = rules.flushing();
+    loop {
+        match next_batch(&shared, &rules, &flush_rules) {
+            Next::Batch(entries) => {
+                if let Err(failure) = run_batch(&shared, backend.as_mut(), entries) {
+                    out_of_service(&shared, index, backend.as_mut(), failure);
+                }
+            }
+            Next::CheckHealth => {
+                if let Err(failure) = check_health(backend.as_mut()) {
+                    out_of_service(&shared, index, backend.as_mut(), failure);
+                }
+            }
+            Next::Exit => break,
+        }
     }
     let mut state = shared.lock();
     state.live -= 1;
     drop(state);
     shared.exited.notify_all();
+}
+
+/// The backend's health check, with a panic counted as a failed device.
+fn check_health(backend: &mut dyn Backend) -> Result<(), String> {
+    match catch_unwind(AssertUnwindSafe(|| backend.health())) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the backend panicked in its health check".into()),
+    }
+}
+
+/// Takes instance `index` out of service for `reason` and polls its health until the device is
+/// back (then returns, in service again) or the scheduler stops.
+fn out_of_service(shared: &Shared, index: usize, backend: &mut dyn Backend, reason: String) {
+    let device = backend.device().to_string();
+    let on = RanOn {
+        model: &shared.model,
+        backend: shared.backend,
+        device: &device,
+    };
+    {
+        let mut state = shared.lock();
+        state.instances[index].in_service = false;
+        state.instances[index].reason = reason.clone();
+        tracing::error!(model = %shared.model, device = on.device, %reason, in_service = state.in_service(), "instance out of service");
+        if state.in_service() == 0 {
+            let error = unavailable(shared, &state);
+            answer_queue(shared, &mut state, &error);
+        }
+    }
+    metrics::set_instance_up(on, index, false);
+    loop {
+        {
+            let state = shared.lock();
+            if state.phase != Phase::Running {
+                return;
+            }
+            let _ = shared
+                .work
+                .wait_timeout(state, shared.health_interval)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        if shared.lock().phase != Phase::Running {
+            return;
+        }
+        if check_health(backend).is_ok() {
+            let mut state = shared.lock();
+            state.instances[index].in_service = true;
+            state.instances[index].reason.clear();
+            tracing::info!(model = %shared.model, device = on.device, "instance back in service");
+            drop(state);
+            metrics::set_instance_up(on, index, true);
+            return;
+        }
+    }
 }
 
 /// Removes expired and cancelled requests, answering or counting them.
@@ -41,21 +127,22 @@ pub(super) fn drop_dead(shared: &Shared, state: &mut State, now: Instant) {
     }
 }
 
-/// Waits until the policy hands this instance a batch; `None` when the thread should exit.
-fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
+/// Waits until the policy hands this instance a batch, its health is due, or it should exit.
+fn next_batch(shared: &Shared, rules: &BatchRules, flush_rules: &BatchRules) -> Next {
     let mut state = shared.lock();
     state.idle += 1;
-    let batch = loop {
+    let idle_since = Instant::now();
+    let next = loop {
         let now = Instant::now();
         drop_dead(shared, &mut state, now);
         let rules = match state.phase {
             Phase::Aborted => {
                 abort_queue(shared, &mut state);
-                break None;
+                break Next::Exit;
             }
-            Phase::Draining if state.queue.is_empty() => break None,
-            Phase::Draining => &shared.flush_rules,
-            Phase::Running => &shared.rules,
+            Phase::Draining if state.queue.is_empty() => break Next::Exit,
+            Phase::Draining => flush_rules,
+            Phase::Running => rules,
         };
         match decide(state.queue.pending(), now, state.idle, rules) {
             Decision::Dispatch { requests } => {
@@ -64,7 +151,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
                 if !state.queue.is_empty() {
                     shared.work.notify_one();
                 }
-                break Some(entries);
+                break Next::Batch(entries);
             }
             Decision::WaitUntil(due) => {
                 let timeout = due.saturating_duration_since(now);
@@ -75,26 +162,92 @@ fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
                     .0;
             }
             Decision::Idle => {
-                state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
+                let health_due = idle_since + shared.health_interval;
+                if now >= health_due {
+                    break Next::CheckHealth;
+                }
+                state = shared
+                    .work
+                    .wait_timeout(state, health_due - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
         }
     };
     state.idle -= 1;
-    batch
+    next
 }
 
-/// Calls the backend, turning a panic into an error so the instance thread survives.
-fn infer(backend: &mut dyn Backend, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+/// Calls the backend, turning a panic into an internal error so the instance thread survives.
+fn infer(backend: &mut dyn Backend, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
     match catch_unwind(AssertUnwindSafe(|| backend.infer(inputs))) {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err("the backend panicked while running the batch".into()),
+        Ok(result) => result,
+        Err(_) => Err(BackendError::Internal(
+            "the backend panicked while running the batch".into(),
+        )),
     }
 }
 
-/// Runs one batch and answers each of its requests.
-fn run_batch(shared: &Shared, backend: &mut dyn Backend, entries: Vec<Entry>) {
+/// A failed run: what its requests are told, and whether the device failed.
+struct RunFailure {
+    answer: InferError,
+    device_failed: Option<String>,
+}
+
+/// Classifies a backend error; an internal error is a device failure when the device's health
+/// check fails right after it.
+fn classify(shared: &Shared, backend: &mut dyn Backend, error: BackendError) -> RunFailure {
+    let device = backend.device().to_string();
+    let on = RanOn {
+        model: &shared.model,
+        backend: shared.backend,
+        device: &device,
+    };
+    let device_failure = |reason: String| RunFailure {
+        answer: InferError::Unavailable(format!(
+            "the device of model '{}' failed ({}): {reason}",
+            shared.model, on.device
+        )),
+        device_failed: Some(reason),
+    };
+    let failure = match error {
+        BackendError::InvalidInput(message) => {
+            metrics::record_backend_error(on, "invalid_input");
+            return RunFailure {
+                answer: InferError::Invalid(message),
+                device_failed: None,
+            };
+        }
+        BackendError::DeviceUnavailable { .. } => device_failure(error.to_string()),
+        other => match check_health(backend) {
+            Err(reason) => device_failure(format!("{other}; then the health check: {reason}")),
+            Ok(()) => {
+                metrics::record_backend_error(on, "internal");
+                return RunFailure {
+                    answer: InferError::Backend(other.to_string()),
+                    device_failed: None,
+                };
+            }
+        },
+    };
+    metrics::record_backend_error(on, "device");
+    failure
+}
+
+/// Runs one batch and answers each of its requests. Returns the device failure, if the device
+/// failed, so the caller takes the instance out of service.
+fn run_batch(
+    shared: &Shared,
+    backend: &mut dyn Backend,
+    entries: Vec<Entry>,
+) -> Result<(), String> {
     let dispatched = Instant::now();
     let device = backend.device().to_string();
+    let on = RanOn {
+        model: &shared.model,
+        backend: shared.backend,
+        device: &device,
+    };
     let mut compute = Duration::ZERO;
     let mut timed = |backend: &mut dyn Backend, inputs: Vec<Tensor>| {
         let started = Instant::now();
@@ -107,45 +260,64 @@ fn run_batch(shared: &Shared, backend: &mut dyn Backend, entries: Vec<Entry>) {
         entries.into_iter().map(|e| (e.reply, e.request)).unzip();
     let counts: Vec<usize> = requests.iter().map(|r| r.batch_size).collect();
     let arrivals: Vec<Instant> = requests.iter().map(|r| r.arrived).collect();
+    let total: usize = counts.iter().sum();
 
-    let (results, executed): (Vec<Result<Vec<Tensor>, String>>, usize) =
-        match shared.signature.batch {
+    let mut failure = None;
+    let (results, executed): (Vec<Result<Vec<Tensor>, InferError>>, usize) =
+        match backend.signature().batch {
             BatchSupport::Unbatched => {
-                let results: Vec<_> = requests
-                    .into_iter()
-                    .map(|r| timed(backend, r.inputs))
-                    .collect();
-                for _ in &results {
-                    metrics::record_batch_size(&shared.model, 1);
+                let mut results = Vec::with_capacity(requests.len());
+                for request in requests {
+                    metrics::record_batch_size(on, 1);
+                    let result = match timed(backend, request.inputs) {
+                        Ok(outputs) => Ok(outputs),
+                        Err(error) => {
+                            let f = classify(shared, backend, error);
+                            let answer = f.answer.clone();
+                            failure = failure.or(f.device_failed);
+                            Err(answer)
+                        }
+                    };
+                    results.push(result);
                 }
                 (results, 1)
             }
-            BatchSupport::Dynamic { .. } => {
-                let total: usize = counts.iter().sum();
-                metrics::record_batch_size(&shared.model, total);
+            BatchSupport::Dynamic { max } if total <= max => {
+                metrics::record_batch_size(on, total);
                 let outputs = timed(
                     backend,
                     concat_columns(requests.into_iter().map(|r| r.inputs)),
                 );
+                let outputs = outputs.map_err(|error| {
+                    let f = classify(shared, backend, error);
+                    failure = f.device_failed;
+                    f.answer
+                });
                 (split_outputs(outputs, &counts), total)
             }
-            BatchSupport::Fixed(n) => {
-                let total: usize = counts.iter().sum();
+            // One request larger than the instance takes, or a fixed-batch device: runs of `n`.
+            BatchSupport::Dynamic { max: n } | BatchSupport::Fixed(n) => {
                 let outputs = batch::chunk_and_pad(
                     concat_columns(requests.into_iter().map(|r| r.inputs)),
                     total,
                     n,
                 )
+                .map_err(|why| InferError::Backend(format!("cannot cut the batch: {why}")))
                 .and_then(|runs| {
                     let mut per_run = Vec::with_capacity(runs.len());
                     for (inputs, real) in runs {
-                        metrics::record_batch_size(&shared.model, n);
-                        let outputs = timed(backend, inputs)?;
+                        metrics::record_batch_size(on, n);
+                        let outputs = timed(backend, inputs).map_err(|error| {
+                            let f = classify(shared, backend, error);
+                            failure = f.device_failed;
+                            f.answer
+                        })?;
                         per_run.push(
                             outputs
                                 .into_iter()
                                 .map(|t| batch::truncate(t, real))
-                                .collect::<Result<Vec<_>, _>>()?,
+                                .collect::<Result<Vec<_>, _>>()
+                                .map_err(InferError::Backend)?,
                         );
                     }
                     Ok(concat_columns(per_run))
@@ -158,25 +330,27 @@ fn run_batch(shared: &Shared, backend: &mut dyn Backend, entries: Vec<Entry>) {
     for ((reply, arrived), result) in replies.into_iter().zip(arrivals).zip(results) {
         let result = result.and_then(|outputs| match outputs.len() {
             n if n == expected_outputs => Ok(outputs),
-            n => Err(format!(
+            n => Err(InferError::Backend(format!(
                 "the backend returned {n} outputs; the model declares {expected_outputs}"
-            )),
+            ))),
         });
-        let answer = result
-            .map_err(InferError::Backend)
-            .map(|outputs| InferenceResponse {
-                outputs,
-                timings: RequestTimings {
-                    queue: dispatched.saturating_duration_since(arrived),
-                    compute,
-                    batch_size: executed,
-                    device: device.clone(),
-                },
-            });
+        let answer = result.map(|outputs| InferenceResponse {
+            outputs,
+            timings: RequestTimings {
+                queue: dispatched.saturating_duration_since(arrived),
+                compute,
+                batch_size: executed,
+                device: device.clone(),
+            },
+        });
         if reply.send(answer).is_err() {
             // The client left while its batch ran.
             metrics::record_request(&shared.model, Outcome::Cancelled);
         }
+    }
+    match failure {
+        Some(reason) => Err(reason),
+        None => Ok(()),
     }
 }
 
@@ -196,17 +370,18 @@ fn concat_columns(rows: impl IntoIterator<Item = Vec<Tensor>>) -> Vec<Tensor> {
 
 /// Splits the batch's outputs per request; one error answers every request.
 fn split_outputs(
-    outputs: Result<Vec<Tensor>, String>,
+    outputs: Result<Vec<Tensor>, InferError>,
     counts: &[usize],
-) -> Vec<Result<Vec<Tensor>, String>> {
+) -> Vec<Result<Vec<Tensor>, InferError>> {
     let per_request = outputs.and_then(|outputs| {
         let mut per_request: Vec<Vec<Tensor>> = counts
             .iter()
             .map(|_| Vec::with_capacity(outputs.len()))
             .collect();
         for output in &outputs {
-            let pieces = batch::split(output, counts)
-                .map_err(|why| format!("backend output does not match the batch: {why}"))?;
+            let pieces = batch::split(output, counts).map_err(|why| {
+                InferError::Backend(format!("backend output does not match the batch: {why}"))
+            })?;
             for (request, piece) in per_request.iter_mut().zip(pieces) {
                 request.push(piece);
             }

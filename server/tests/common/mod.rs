@@ -7,6 +7,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use inference_proto::DataType;
+use inference_server::backend::runtime::{LoadRequest, ModelFiles};
+use inference_server::backend::{Backend, BackendError};
+use inference_server::model_config::ModelConfig;
 use inference_server::tensor::Tensor;
 
 /// The repository root (the server crate's parent).
@@ -67,4 +70,38 @@ pub fn f32_values(tensor: &Tensor) -> Vec<f32> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+/// The files of a model at `path` (its companions, such as IR weights, found beside it by name).
+pub fn files_of(path: &Path) -> ModelFiles {
+    let mut files = vec![path.to_path_buf()];
+    let weights = path.with_extension("bin");
+    if path.extension().is_some_and(|e| e == "xml") && weights.exists() {
+        files.push(weights);
+    }
+    ModelFiles {
+        dir: path.parent().expect("has a folder").to_path_buf(),
+        model: path.to_path_buf(),
+        files,
+    }
+}
+
+/// Loads one instance of the model at `path` as the repository would: `config` is a model's
+/// config.toml text (backend, device, the runtime's table), its first instance group is used.
+pub fn load_backend(
+    config: &str,
+    path: &Path,
+    max_batch_size: usize,
+) -> Result<Box<dyn Backend>, BackendError> {
+    let parsed = ModelConfig::parse(Path::new("test/config.toml"), config)
+        .unwrap_or_else(|e| panic!("test config does not parse: {e:?}"));
+    let group = &parsed.instance_groups[0];
+    let files = files_of(path);
+    parsed.settings.load(&LoadRequest {
+        model: &files,
+        device: &group.device,
+        max_batch_size,
+        instances_on_device: group.count,
+        library: None,
+    })
 }

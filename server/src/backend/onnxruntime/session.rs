@@ -1,5 +1,6 @@
-//! The ONNX Runtime backend: one `ort` session per instance (`Session::run` takes `&mut self`),
-//! on the CPU or on an NVIDIA GPU through the CUDA or TensorRT execution provider.
+//! One ONNX Runtime instance: an `ort` session (`Session::run` takes `&mut self`, so one session
+//! per instance thread) on the CPU or on an NVIDIA GPU through the CUDA or TensorRT execution
+//! provider.
 //!
 //! **Batch dimension.** With `max_batch_size` 0 the model is [`BatchSupport::Unbatched`] and its
 //! dims are reported in full. Otherwise dimension 0 of the inputs decides:
@@ -11,35 +12,40 @@
 //!
 //! In the batched cases dims exclude dimension 0. Other symbolic dims are reported as -1.
 //!
-//! **Devices.** CUDA and TensorRT need a library built with those providers (the `onnxruntime-gpu`
-//! wheel). When the loaded library lacks one, or registering it fails, loading fails with
-//! [`BackendError::DeviceUnavailable`]: there is no silent fall-back to the CPU.
+//! **Errors** are classified by ONNX Runtime's error code, never by message: a provider failure
+//! or device reset is [`BackendError::DeviceUnavailable`], an invalid argument at run time is
+//! [`BackendError::InvalidInput`]. CUDA and TensorRT need a library built with those providers
+//! (the `onnxruntime-gpu` wheel); without one, loading fails with that message: there is no
+//! silent fall-back to the CPU.
 
 use std::borrow::Cow;
 
 use inference_proto::DataType;
 use ort::ep::{ExecutionProvider, TensorRT, CUDA};
+use ort::error::ErrorCode;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Outlet, TensorElementType, ValueType};
 
-use super::{
-    library, Backend, BackendError, BatchSupport, Device, LoadSpec, ModelSignature, TensorSpec,
-};
+use super::environment::{self, OrtLibrary};
+use super::{OrtDevice, OrtSettings};
+use crate::backend::runtime::LoadRequest;
+use crate::backend::{Backend, BackendError, ModelSignature, TensorSpec};
 use crate::tensor::Tensor;
 
 /// One loaded ONNX model instance.
 pub struct OnnxRuntimeBackend {
     session: Session,
     signature: ModelSignature,
-    device: String,
+    device: OrtDevice,
+    label: String,
 }
 
 impl std::fmt::Debug for OnnxRuntimeBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnnxRuntimeBackend")
             .field("signature", &self.signature)
-            .field("device", &self.device)
+            .field("device", &self.label)
             .finish_non_exhaustive()
     }
 }
@@ -47,26 +53,33 @@ impl std::fmt::Debug for OnnxRuntimeBackend {
 impl OnnxRuntimeBackend {
     /// Loads one instance: finds and initialises ONNX Runtime (once per process), registers the
     /// device's execution provider, and reads the model's signature.
-    pub fn load(spec: &LoadSpec) -> Result<Self, BackendError> {
-        let path_label = spec.model_path.display().to_string();
+    pub fn load(request: &LoadRequest<'_>, settings: &OrtSettings) -> Result<Self, BackendError> {
+        let model_path = &request.model.model;
+        let path_label = model_path.display().to_string();
         let invalid = |reason: String| BackendError::InvalidModel {
             path: path_label.clone(),
             reason,
         };
-        if !spec.model_path.is_file() {
+        if !model_path.is_file() {
             return Err(invalid("no such file".into()));
         }
-        let runtime = library::onnxruntime(spec.library_path.as_deref())?;
-        let device = spec.device.to_string();
+        let device = OrtDevice::parse(&request.device.name).map_err(|reason| {
+            BackendError::DeviceUnavailable {
+                device: request.device.name.clone(),
+                reason,
+            }
+        })?;
+        let label = device.to_string();
+        let runtime = environment::load(request.library)?;
         let unavailable = |reason: String| BackendError::DeviceUnavailable {
-            device: device.clone(),
+            device: label.clone(),
             reason,
         };
         let setup = |e: ort::Error<SessionBuilder>| {
             BackendError::LibraryUnavailable(format!("ONNX Runtime session options rejected: {e}"))
         };
 
-        let threads = spec.effective_intra_op_threads();
+        let threads = settings.effective_intra_op_threads(request.instances_on_device);
         let mut builder = Session::builder(&runtime.environment)
             .map_err(|e| {
                 BackendError::LibraryUnavailable(format!("ONNX Runtime session setup failed: {e}"))
@@ -75,63 +88,66 @@ impl OnnxRuntimeBackend {
             .map_err(setup)?
             .with_intra_threads(threads)
             .map_err(setup)?
-            .with_intra_op_spinning(spec.intra_op_spinning)
+            .with_intra_op_spinning(settings.intra_op_spinning)
             .map_err(setup)?
             .with_inter_threads(1)
             .map_err(setup)?;
 
-        builder = match &spec.device {
-            Device::Cpu => builder,
-            Device::Cuda(id) => {
+        builder = match device {
+            OrtDevice::Cpu => builder,
+            OrtDevice::Cuda(id) => {
                 require_provider::<CUDA>(&runtime, &unavailable)?;
-                let cuda = CUDA::default().with_device_id(gpu_id(*id)?).build().error_on_failure();
-                builder.with_execution_providers([cuda]).map_err(|e| unavailable(e.to_string()))?
+                let cuda = CUDA::default()
+                    .with_device_id(gpu_id(id)?)
+                    .build()
+                    .error_on_failure();
+                builder
+                    .with_execution_providers([cuda])
+                    .map_err(|e| unavailable(e.to_string()))?
             }
-            Device::TensorRt(id) => {
+            OrtDevice::TensorRt(id) => {
                 require_provider::<TensorRT>(&runtime, &unavailable)?;
                 require_provider::<CUDA>(&runtime, &unavailable)?;
-                let id = gpu_id(*id)?;
+                let id = gpu_id(id)?;
                 // CUDA takes the nodes TensorRT cannot run.
                 let eps = [
-                    TensorRT::default().with_device_id(id).build().error_on_failure(),
-                    CUDA::default().with_device_id(id).build().error_on_failure(),
+                    TensorRT::default()
+                        .with_device_id(id)
+                        .build()
+                        .error_on_failure(),
+                    CUDA::default()
+                        .with_device_id(id)
+                        .build()
+                        .error_on_failure(),
                 ];
-                builder.with_execution_providers(eps).map_err(|e| unavailable(e.to_string()))?
-            }
-            other => {
-                return Err(unavailable(format!(
-                    "the onnxruntime backend runs models on cpu, cuda:N or tensorrt:N; {other} needs its own \
-                     backend, which this build does not have"
-                )))
+                builder
+                    .with_execution_providers(eps)
+                    .map_err(|e| unavailable(e.to_string()))?
             }
         };
 
-        let session = builder.commit_from_file(&spec.model_path).map_err(|e| {
-            let message = e.to_string();
-            let gpu = matches!(spec.device, Device::Cuda(_) | Device::TensorRt(_));
-            if gpu
-                && ["CUDA", "cuda", "TensorRT", "nvinfer", "cudnn"]
-                    .iter()
-                    .any(|k| message.contains(k))
-            {
-                unavailable(message)
-            } else {
-                invalid(message)
-            }
-        })?;
-        let signature = read_signature(session.inputs(), session.outputs(), spec.max_batch_size)
+        let session = builder
+            .commit_from_file(model_path)
+            .map_err(|e| match e.code() {
+                ErrorCode::ExecutionProviderFailure | ErrorCode::DeviceReset => {
+                    unavailable(e.to_string())
+                }
+                _ => invalid(e.to_string()),
+            })?;
+        let signature = read_signature(session.inputs(), session.outputs(), request.max_batch_size)
             .map_err(invalid)?;
-        tracing::debug!(model = %path_label, %device, threads, ?signature, "loaded ONNX model instance");
+        tracing::debug!(model = %path_label, device = %label, threads, ?signature, "loaded ONNX model instance");
         Ok(OnnxRuntimeBackend {
             session,
             signature,
             device,
+            label,
         })
     }
 }
 
 fn require_provider<E: ExecutionProvider>(
-    runtime: &library::OnnxRuntime,
+    runtime: &OrtLibrary,
     unavailable: &impl Fn(String) -> BackendError,
 ) -> Result<(), BackendError> {
     if E::is_available().unwrap_or(false) {
@@ -139,7 +155,8 @@ fn require_provider<E: ExecutionProvider>(
     }
     Err(unavailable(format!(
         "ONNX Runtime {} at {} was built without {} (a CPU-only build); install the onnxruntime-gpu wheel \
-         and set ORT_DYLIB_PATH (or the config's library path) to its libonnxruntime.so",
+         and point the server at its libonnxruntime.so (ORT_DYLIB_PATH, or `library` under [onnxruntime] \
+         in the server config)",
         runtime.version,
         runtime.library.path.display(),
         E::NAME
@@ -151,6 +168,20 @@ fn gpu_id(id: u32) -> Result<i32, BackendError> {
         device: format!("cuda:{id}"),
         reason: "device index out of range".into(),
     })
+}
+
+/// What a failed run means, from ONNX Runtime's error code.
+fn run_error(device: OrtDevice, error: &ort::Error) -> BackendError {
+    match error.code() {
+        ErrorCode::InvalidArgument => BackendError::InvalidInput(error.to_string()),
+        ErrorCode::DeviceReset | ErrorCode::ExecutionProviderFailure => {
+            BackendError::DeviceUnavailable {
+                device: device.to_string(),
+                reason: error.to_string(),
+            }
+        }
+        _ => BackendError::Internal(error.to_string()),
+    }
 }
 
 /// Maps an ONNX element type to the protocol's; `None` for types the server cannot carry.
@@ -211,57 +242,7 @@ fn read_signature(
         .iter()
         .map(outlet_spec)
         .collect::<Result<Vec<_>, _>>()?;
-    if inputs.is_empty() || outputs.is_empty() {
-        return Err("the model needs at least one input and one output".into());
-    }
-    let batch = batch_support(&inputs, &outputs, max_batch_size);
-    let strip = |specs: Vec<TensorSpec>| -> Vec<TensorSpec> {
-        if batch == BatchSupport::Unbatched {
-            return specs;
-        }
-        specs
-            .into_iter()
-            .map(|s| TensorSpec {
-                dims: s.dims[1..].to_vec(),
-                ..s
-            })
-            .collect()
-    };
-    Ok(ModelSignature {
-        inputs: strip(inputs),
-        outputs: strip(outputs),
-        batch,
-    })
-}
-
-fn batch_support(
-    inputs: &[TensorSpec],
-    outputs: &[TensorSpec],
-    max_batch_size: usize,
-) -> BatchSupport {
-    if max_batch_size == 0 {
-        return BatchSupport::Unbatched;
-    }
-    let unbatched = |why: String| {
-        tracing::warn!("model cannot batch ({why}); serving it unbatched, one request per run");
-        BatchSupport::Unbatched
-    };
-    if let Some(t) = inputs.iter().chain(outputs).find(|t| t.dims.is_empty()) {
-        return unbatched(format!("'{}' is a scalar", t.name));
-    }
-    let first: Vec<i64> = inputs.iter().map(|t| t.dims[0]).collect();
-    if first.iter().all(|d| *d == -1) {
-        BatchSupport::Dynamic {
-            max: max_batch_size,
-        }
-    } else if first[0] > 0 && first.iter().all(|d| *d == first[0]) {
-        match usize::try_from(first[0]) {
-            Ok(n) => BatchSupport::Fixed(n),
-            Err(_) => unbatched("batch dimension out of range".into()),
-        }
-    } else {
-        unbatched(format!("inputs disagree on dimension 0: {first:?}"))
-    }
+    ModelSignature::from_full_dims(inputs, outputs, max_batch_size)
 }
 
 fn le_array<const N: usize>(chunk: &[u8]) -> [u8; N] {
@@ -388,13 +369,13 @@ impl Backend for OnnxRuntimeBackend {
     }
 
     fn device(&self) -> &str {
-        &self.device
+        &self.label
     }
 
     fn infer(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
         let specs = &self.signature.inputs;
         if inputs.len() != specs.len() {
-            return Err(BackendError::Inference(format!(
+            return Err(BackendError::InvalidInput(format!(
                 "expected {} inputs, got {}",
                 specs.len(),
                 inputs.len()
@@ -403,26 +384,26 @@ impl Backend for OnnxRuntimeBackend {
         let mut feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
         for (tensor, spec) in inputs.into_iter().zip(specs) {
             if tensor.datatype != spec.datatype {
-                return Err(BackendError::Inference(format!(
+                return Err(BackendError::InvalidInput(format!(
                     "input '{}' is {}, the model expects {}",
                     spec.name, tensor.datatype, spec.datatype
                 )));
             }
-            let value = to_value(tensor).map_err(BackendError::Inference)?;
+            let value = to_value(tensor).map_err(BackendError::InvalidInput)?;
             feed.push((Cow::Owned(spec.name.clone()), value.into()));
         }
         let outputs = self
             .session
             .run(feed)
-            .map_err(|e| BackendError::Inference(e.to_string()))?;
+            .map_err(|e| run_error(self.device, &e))?;
         self.signature
             .outputs
             .iter()
             .map(|spec| {
                 let value = outputs.get(&spec.name).ok_or_else(|| {
-                    BackendError::Inference(format!("the model produced no output '{}'", spec.name))
+                    BackendError::Internal(format!("the model produced no output '{}'", spec.name))
                 })?;
-                from_value(&spec.name, value).map_err(BackendError::Inference)
+                from_value(&spec.name, value).map_err(BackendError::Internal)
             })
             .collect()
     }
@@ -431,45 +412,6 @@ impl Backend for OnnxRuntimeBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec(name: &str, dims: &[i64]) -> TensorSpec {
-        TensorSpec {
-            name: name.into(),
-            datatype: DataType::Fp32,
-            dims: dims.to_vec(),
-        }
-    }
-
-    #[test]
-    fn batch_support_follows_dimension_zero() {
-        let dynamic = [spec("a", &[-1, 3]), spec("b", &[-1])];
-        let out = [spec("y", &[-1, 3])];
-        assert_eq!(
-            batch_support(&dynamic, &out, 8),
-            BatchSupport::Dynamic { max: 8 }
-        );
-        assert_eq!(batch_support(&dynamic, &out, 0), BatchSupport::Unbatched);
-        assert_eq!(
-            batch_support(&[spec("a", &[1, 3, 224, 224])], &out, 8),
-            BatchSupport::Fixed(1)
-        );
-        assert_eq!(
-            batch_support(&[spec("a", &[4, 3]), spec("b", &[4])], &out, 8),
-            BatchSupport::Fixed(4)
-        );
-        assert_eq!(
-            batch_support(&[spec("a", &[4, 3]), spec("b", &[-1])], &out, 8),
-            BatchSupport::Unbatched
-        );
-        assert_eq!(
-            batch_support(&[spec("a", &[])], &out, 8),
-            BatchSupport::Unbatched
-        );
-        assert_eq!(
-            batch_support(&dynamic, &[spec("s", &[])], 8),
-            BatchSupport::Unbatched
-        );
-    }
 
     #[test]
     fn element_types_map_to_protocol_datatypes() {
