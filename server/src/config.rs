@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::backend::library::LibraryPaths;
 use crate::backend::registry;
+use crate::scheduler::DEFAULT_HEALTH_INTERVAL;
 
 /// Default gRPC listen address (loopback only: exposing the box is an explicit choice).
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8001";
@@ -100,6 +101,14 @@ pub struct SettingsArgs {
         default_missing_value = "true"
     )]
     pub allow_model_control: Option<bool>,
+    /// Seconds between checks that an idle (or out-of-service) instance's device is still there
+    /// [default: 5].
+    #[arg(
+        long,
+        env = "INFERENCE_SERVER_DEVICE_HEALTH_INTERVAL",
+        value_name = "SECONDS"
+    )]
+    pub device_health_interval: Option<f64>,
     /// Largest gRPC request or response message in bytes [default: 67108864 = 64 MiB].
     #[arg(long, env = "INFERENCE_SERVER_MAX_MESSAGE_SIZE", value_name = "BYTES")]
     pub max_message_size: Option<usize>,
@@ -134,6 +143,7 @@ pub struct SettingsFile {
     pub log_level: Option<String>,
     pub shutdown_grace: Option<f64>,
     pub allow_model_control: Option<bool>,
+    pub device_health_interval: Option<f64>,
     pub max_message_size: Option<usize>,
     /// Runtime tables, by runtime name (not a key of the file: they are its `[<runtime>]` tables).
     #[serde(skip)]
@@ -151,6 +161,7 @@ pub struct Settings {
     pub log_level: String,
     pub shutdown_grace: Duration,
     pub allow_model_control: bool,
+    pub device_health_interval: Duration,
     pub max_message_size: usize,
     /// Runtime libraries named by flag, environment or config file.
     pub libraries: LibraryPaths,
@@ -234,6 +245,17 @@ impl SettingsArgs {
             }
             None => DEFAULT_SHUTDOWN_GRACE,
         };
+        let device_health_interval =
+            match self.device_health_interval.or(file.device_health_interval) {
+                Some(seconds) => Duration::try_from_secs_f64(seconds)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| ConfigError::Invalid {
+                        setting: "device_health_interval",
+                        message: format!("{seconds} is not a positive number of seconds"),
+                    })?,
+                None => DEFAULT_HEALTH_INTERVAL,
+            };
         let max_message_size = self
             .max_message_size
             .or(file.max_message_size)
@@ -270,6 +292,7 @@ impl SettingsArgs {
                 .allow_model_control
                 .or(file.allow_model_control)
                 .unwrap_or(false),
+            device_health_interval,
             max_message_size,
             libraries: self.libraries(file.runtimes)?,
         })

@@ -106,8 +106,9 @@ fn list_devices(settings: &Settings) -> ExitCode {
 
 fn repository_options(settings: &Settings) -> RepositoryOptions {
     RepositoryOptions {
+        libraries: settings.libraries.clone(),
         drain_grace: settings.shutdown_grace,
-        ..RepositoryOptions::new(settings.libraries.clone())
+        health_interval: settings.device_health_interval,
     }
 }
 

@@ -14,7 +14,7 @@ use crate::backend::runtime::{LoadRequest, ModelFiles};
 use crate::backend::{Backend, BackendError, BatchSupport, ModelSignature, TensorSpec};
 use crate::metrics;
 use crate::model_config::{DeclaredTensor, ModelConfig, ModelConfigError, CONFIG_FILE_NAME};
-use crate::scheduler::{BatchingConfig, ModelScheduler, DEFAULT_HEALTH_INTERVAL};
+use crate::scheduler::{BatchingConfig, ModelScheduler};
 use crate::statistics::ModelStats;
 
 /// `max_batch_size` used when a config leaves it out and the model file has a batch dimension
@@ -60,17 +60,6 @@ pub struct RepositoryOptions {
     pub drain_grace: Duration,
     /// How often idle instances check their device.
     pub health_interval: Duration,
-}
-
-impl RepositoryOptions {
-    /// Options with these libraries and the default drain grace (30 s) and health interval.
-    pub fn new(libraries: LibraryPaths) -> Self {
-        RepositoryOptions {
-            libraries,
-            drain_grace: Duration::from_secs(30),
-            health_interval: DEFAULT_HEALTH_INTERVAL,
-        }
-    }
 }
 
 /// One version of a model that is loaded and taking requests.

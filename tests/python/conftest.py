@@ -10,7 +10,9 @@ test_models.py needs no server. The client waits up to
 INFERENCE_SERVER_WAIT_S seconds (default 30) for the server to report live.
 """
 
+import contextlib
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -125,3 +127,41 @@ def free_port():
             return s.getsockname()[1]
 
     return pick
+
+
+@contextlib.contextmanager
+def running_server(binary, repository, ready_model, port_picker, log_path, cwd=ROOT):
+    """Starts inference-server on `repository` on its own ports and yields (process, url) once
+    `ready_model` is ready; stops it afterwards. Fails with the server's log if it never gets
+    ready."""
+    import tritonclient.grpc as grpcclient
+
+    grpc_port, metrics_port = port_picker(), port_picker()
+    log = open(log_path, "w")
+    server = subprocess.Popen(
+        [str(binary), "--model-repository", str(repository),
+         "--grpc-addr", f"127.0.0.1:{grpc_port}", "--metrics-addr", f"127.0.0.1:{metrics_port}"],
+        cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"127.0.0.1:{grpc_port}"
+    try:
+        probe = grpcclient.InferenceServerClient(url=url)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if probe.is_model_ready(ready_model):
+                    break
+            except Exception:  # not listening yet
+                pass
+            if server.poll() is not None:
+                pytest.fail(f"inference-server exited during start-up: {Path(log_path).read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"inference-server on {url} was not ready within 60 s: "
+                            f"{Path(log_path).read_text()}")
+            time.sleep(0.1)
+        probe.close()
+        yield server, url
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+        log.close()

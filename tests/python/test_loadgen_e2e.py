@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import DIGITS_DATA
+from conftest import DIGITS_DATA, running_server
 
 # Accuracy of digits-cnn on digits-val is ~98 %; the bar leaves room for nothing but real bugs.
 MIN_ACCURACY = 95.0
@@ -170,37 +170,9 @@ def test_unreachable_endpoint_fails_clearly(loadgen_client, tmp_path, free_port)
 @pytest.fixture
 def doomed_server(inference_server_bin, free_port, tmp_path):
     """A second inference-server on its own ports, for a test to kill; yields (process, url)."""
-    import tritonclient.grpc as grpcclient
-
-    grpc_port, metrics_port = free_port(), free_port()
-    log = open(tmp_path / "doomed-server.log", "w")
-    server = subprocess.Popen(
-        [str(inference_server_bin), "--model-repository", "models/repository",
-         "--grpc-addr", f"127.0.0.1:{grpc_port}", "--metrics-addr", f"127.0.0.1:{metrics_port}"],
-        cwd=DIGITS_DATA.parents[2], stdout=log, stderr=subprocess.STDOUT)
-    url = f"127.0.0.1:{grpc_port}"
-    try:
-        probe = grpcclient.InferenceServerClient(url=url)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if probe.is_model_ready("digits-cnn"):
-                    break
-            except Exception:  # not listening yet
-                pass
-            if server.poll() is not None:
-                pytest.fail(f"inference-server exited during start-up: "
-                            f"{(tmp_path / 'doomed-server.log').read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"inference-server on {url} was not ready within 30 s")
-            time.sleep(0.1)
-        probe.close()
-        yield server, url
-    finally:
-        if server.poll() is None:
-            server.kill()
-        server.wait()
-        log.close()
+    with running_server(inference_server_bin, "models/repository", "digits-cnn", free_port,
+                        tmp_path / "doomed-server.log", cwd=DIGITS_DATA.parents[2]) as served:
+        yield served
 
 
 def test_server_lost_mid_run_reports_failed_samples(loadgen_client, doomed_server, tmp_path):
