@@ -147,6 +147,19 @@ fn devices_lists_onnxruntime_cpu_with_its_version() {
         .unwrap_or_else(|| panic!("no onnxruntime cpu line in:\n{stdout}"));
     assert!(cpu.contains("1."), "no library version in '{cpu}'");
     assert!(stdout.lines().any(|l| l.contains("cuda:0")), "{stdout}");
+    let openvino = stdout
+        .lines()
+        .find(|line| line.starts_with("openvino") && line.contains(" CPU "))
+        .unwrap_or_else(|| panic!("no openvino CPU line in:\n{stdout}"));
+    assert!(
+        openvino.contains("available (version 20"),
+        "no OpenVINO version in '{openvino}'"
+    );
+    let myriad = stdout
+        .lines()
+        .find(|line| line.starts_with("openvino") && line.contains("MYRIAD"))
+        .unwrap_or_else(|| panic!("no MYRIAD line in:\n{stdout}"));
+    assert!(myriad.contains("03e7:2485"), "{myriad}");
 
     let (code, stdout, _) = run_binary(
         &[
