@@ -9,11 +9,13 @@ bin=target/debug
 port=$((20000 + RANDOM % 20000))
 log=$(mktemp)
 "$bin/inference-server" --model-repository models/repository --grpc-addr "127.0.0.1:$port" \
-    --metrics-addr "127.0.0.1:$((port + 1))" >"$log" 2>&1 &
+    --metrics-addr "127.0.0.1:$((port + 1))" --http-addr "127.0.0.1:$((port + 2))" \
+    --allow-shared-memory >"$log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
 
 wait_for_server "$port" "$server" "$log" 60
 
-INFERENCE_SERVER_GRPC="127.0.0.1:$port" LOADGEN_CLIENT="$bin/loadgen-client" \
+INFERENCE_SERVER_GRPC="127.0.0.1:$port" INFERENCE_SERVER_HTTP="127.0.0.1:$((port + 2))" \
+    INFERENCE_SERVER_METRICS="127.0.0.1:$((port + 1))" LOADGEN_CLIENT="$bin/loadgen-client" \
     .venv/bin/python -m pytest -q tests/python

@@ -32,6 +32,7 @@ struct Fake {
 }
 
 type R<T> = Result<Response<T>, Status>;
+use inference_proto::inference as pb;
 
 #[tonic::async_trait]
 impl GrpcInferenceService for Fake {
@@ -147,6 +148,65 @@ impl GrpcInferenceService for Fake {
         _: Request<RepositoryModelUnloadRequest>,
     ) -> R<RepositoryModelUnloadResponse> {
         Err(Status::unimplemented("fake"))
+    }
+    async fn system_shared_memory_status(
+        &self,
+        _: Request<pb::SystemSharedMemoryStatusRequest>,
+    ) -> R<pb::SystemSharedMemoryStatusResponse> {
+        Err(Status::unimplemented(
+            "the fake server has no system_shared_memory_status",
+        ))
+    }
+    async fn system_shared_memory_register(
+        &self,
+        _: Request<pb::SystemSharedMemoryRegisterRequest>,
+    ) -> R<pb::SystemSharedMemoryRegisterResponse> {
+        Err(Status::unimplemented(
+            "the fake server has no system_shared_memory_register",
+        ))
+    }
+    async fn system_shared_memory_unregister(
+        &self,
+        _: Request<pb::SystemSharedMemoryUnregisterRequest>,
+    ) -> R<pb::SystemSharedMemoryUnregisterResponse> {
+        Err(Status::unimplemented(
+            "the fake server has no system_shared_memory_unregister",
+        ))
+    }
+    async fn cuda_shared_memory_status(
+        &self,
+        _: Request<pb::CudaSharedMemoryStatusRequest>,
+    ) -> R<pb::CudaSharedMemoryStatusResponse> {
+        Err(Status::unimplemented(
+            "the fake server has no cuda_shared_memory_status",
+        ))
+    }
+    async fn cuda_shared_memory_register(
+        &self,
+        _: Request<pb::CudaSharedMemoryRegisterRequest>,
+    ) -> R<pb::CudaSharedMemoryRegisterResponse> {
+        Err(Status::unimplemented(
+            "the fake server has no cuda_shared_memory_register",
+        ))
+    }
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<pb::CudaSharedMemoryUnregisterRequest>,
+    ) -> R<pb::CudaSharedMemoryUnregisterResponse> {
+        Err(Status::unimplemented(
+            "the fake server has no cuda_shared_memory_unregister",
+        ))
+    }
+    async fn trace_setting(
+        &self,
+        _: Request<pb::TraceSettingRequest>,
+    ) -> R<pb::TraceSettingResponse> {
+        Err(Status::unimplemented(
+            "the fake server has no trace_setting",
+        ))
+    }
+    async fn log_settings(&self, _: Request<pb::LogSettingsRequest>) -> R<pb::LogSettingsResponse> {
+        Err(Status::unimplemented("the fake server has no log_settings"))
     }
 }
 

@@ -791,6 +791,7 @@ impl ServerProcess {
             .arg(grpc_addr.to_string())
             .arg("--metrics-addr")
             .arg(metrics_addr.to_string())
+            .args(["--http-addr", "off"])
             .args(libraries.iter().flat_map(|(runtime, path)| {
                 [
                     "--runtime-library".to_string(),

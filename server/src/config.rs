@@ -16,6 +16,37 @@ use crate::scheduler::DEFAULT_HEALTH_INTERVAL;
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8001";
 /// Default Prometheus `/metrics` listen address.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:8002";
+/// Default HTTP/REST listen address (Triton's port).
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8000";
+
+/// Where the HTTP/REST protocol listens: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpAddr {
+    Off,
+    On(SocketAddr),
+}
+
+impl std::str::FromStr for HttpAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().eq_ignore_ascii_case("off") {
+            return Ok(HttpAddr::Off);
+        }
+        text.trim()
+            .parse()
+            .map(HttpAddr::On)
+            .map_err(|_| format!("'{text}' is not an address like 127.0.0.1:8000, or off"))
+    }
+}
+
+impl<'de> Deserialize<'de> for HttpAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
 /// Default largest gRPC message, in bytes: 64 MiB fits a 64 × 224 × 224 × 3 FP32 batch (38.5 MB).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 /// Default time given to queued and in-flight requests on shutdown.
@@ -78,6 +109,9 @@ pub struct SettingsArgs {
     /// Prometheus /metrics listen address [default: 127.0.0.1:8002].
     #[arg(long, env = "INFERENCE_SERVER_METRICS_ADDR", value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// HTTP/REST (KServe v2) listen address, or `off` [default: 127.0.0.1:8000].
+    #[arg(long, env = "INFERENCE_SERVER_HTTP_ADDR", value_name = "ADDR|off")]
+    pub http_addr: Option<HttpAddr>,
     /// Log format [default: text].
     #[arg(long, global = true, env = "INFERENCE_SERVER_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -101,6 +135,16 @@ pub struct SettingsArgs {
         default_missing_value = "true"
     )]
     pub allow_model_control: Option<bool>,
+    /// Let clients on this box register system shared-memory regions (Triton's extension): they
+    /// name local shared-memory objects the server then reads and writes.
+    #[arg(
+        long,
+        env = "INFERENCE_SERVER_ALLOW_SHARED_MEMORY",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub allow_shared_memory: Option<bool>,
     /// Seconds between checks that an idle (or out-of-service) instance's device is still there
     /// [default: 5].
     #[arg(
@@ -139,10 +183,12 @@ pub struct SettingsFile {
     pub model_repository: Option<PathBuf>,
     pub grpc_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
+    pub http_addr: Option<HttpAddr>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
     pub shutdown_grace: Option<f64>,
     pub allow_model_control: Option<bool>,
+    pub allow_shared_memory: Option<bool>,
     pub device_health_interval: Option<f64>,
     pub max_message_size: Option<usize>,
     /// Runtime tables, by runtime name (not a key of the file: they are its `[<runtime>]` tables).
@@ -157,10 +203,12 @@ pub struct Settings {
     pub model_repository: Option<PathBuf>,
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    pub http_addr: HttpAddr,
     pub log_format: LogFormat,
     pub log_level: String,
     pub shutdown_grace: Duration,
     pub allow_model_control: bool,
+    pub allow_shared_memory: bool,
     pub device_health_interval: Duration,
     pub max_message_size: usize,
     /// Runtime libraries named by flag, environment or config file.
@@ -278,6 +326,10 @@ impl SettingsArgs {
                 .metrics_addr
                 .or(file.metrics_addr)
                 .unwrap_or_else(|| default_addr(DEFAULT_METRICS_ADDR)),
+            http_addr: self
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or(HttpAddr::On(default_addr(DEFAULT_HTTP_ADDR))),
             log_format: self
                 .log_format
                 .or(file.log_format)
@@ -291,6 +343,10 @@ impl SettingsArgs {
             allow_model_control: self
                 .allow_model_control
                 .or(file.allow_model_control)
+                .unwrap_or(false),
+            allow_shared_memory: self
+                .allow_shared_memory
+                .or(file.allow_shared_memory)
                 .unwrap_or(false),
             device_health_interval,
             max_message_size,
@@ -422,6 +478,15 @@ mod tests {
             .expect("valid");
         assert_eq!(settings.grpc_addr.to_string(), DEFAULT_GRPC_ADDR);
         assert_eq!(settings.metrics_addr.to_string(), DEFAULT_METRICS_ADDR);
+        assert_eq!(
+            settings.http_addr,
+            HttpAddr::On(DEFAULT_HTTP_ADDR.parse().unwrap())
+        );
+        let off = parse(&["--model-repository", "/m", "--http-addr", "off"])
+            .resolve(true)
+            .expect("valid");
+        assert_eq!(off.http_addr, HttpAddr::Off);
+        assert!(Cli::try_parse_from(["inference-server", "--http-addr", "8000"]).is_err());
         assert_eq!(settings.max_message_size, 64 * 1024 * 1024);
         assert!(settings.max_message_size > 64 * 224 * 224 * 3 * 4);
         assert!(!settings.allow_model_control);

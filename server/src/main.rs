@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use inference_server::api::{self, Health, InferenceService, ServerState, ServiceOptions};
 use inference_server::backend::devices;
-use inference_server::config::{Cli, Command, ConfigError, LogFormat, Settings};
+use inference_server::config::{Cli, Command, ConfigError, HttpAddr, LogFormat, Settings};
 use inference_server::metrics;
 use inference_server::repository::{self, Repository, RepositoryError, RepositoryOptions};
 use tokio::net::TcpListener;
@@ -36,6 +36,11 @@ enum StartupError {
     Metrics { addr: String, reason: String },
     #[error("cannot listen for gRPC on {addr}: {source}; pick a free address with --grpc-addr")]
     Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for HTTP on {addr}: {source}; pick a free address with --http-addr, or --http-addr off")]
+    BindHttp {
         addr: String,
         source: std::io::Error,
     },
@@ -168,18 +173,44 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
         ServiceOptions {
             allow_model_control: settings.allow_model_control,
             unload_grace: settings.shutdown_grace,
+            allow_shared_memory: settings.allow_shared_memory,
+            max_request_bytes: settings.max_message_size,
         },
     );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }
+    };
+    let http = match settings.http_addr {
+        HttpAddr::Off => None,
+        HttpAddr::On(addr) => {
+            let listener =
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::BindHttp {
+                        addr: addr.to_string(),
+                        source,
+                    })?;
+            let addr = listener.local_addr().unwrap_or(addr);
+            tracing::info!(http_addr = %addr, "HTTP/REST listening");
+            Some(tokio::spawn(api::rest::serve(
+                listener,
+                service.clone(),
+                settings.max_message_size,
+                stopped(),
+            )))
+        }
+    };
     // Serve from the start so ServerLive answers while models load; ServerReady stays false.
     let mut server = tokio::spawn(api::serve(
         listener,
         service,
         health_service,
         settings.max_message_size,
-        async {
-            let _ = stop_rx.await;
-        },
+        stopped(),
     ));
     tracing::info!(%grpc_addr, metrics_addr = %settings.metrics_addr, repository = %root.display(), "listening; loading models");
 
@@ -230,8 +261,16 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
     health.set_server(false).await;
     health.sync_models(&repository, false).await;
     notify_systemd(sd_notify::NotifyState::Stopping);
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
     repository.shutdown(settings.shutdown_grace).await;
+    if let Some(http) = http {
+        match tokio::time::timeout(SERVER_FLUSH, http).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => tracing::error!("{err}"),
+            Ok(Err(join)) => tracing::error!(error = %join, "the HTTP server task failed"),
+            Err(_) => tracing::warn!("HTTP connections still open after the grace period"),
+        }
+    }
     match tokio::time::timeout(SERVER_FLUSH, server).await {
         Ok(Ok(Ok(()))) => tracing::info!("stopped"),
         Ok(Ok(Err(err))) => return Err(err.into()),

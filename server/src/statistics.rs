@@ -23,8 +23,12 @@ pub struct SuccessRecord {
     /// Time from receiving the request to its answer.
     pub total: Duration,
     pub queue: Duration,
+    /// Decoding the request and gathering its batch.
+    pub compute_input: Duration,
     /// Backend time of the batch the request ran in.
     pub compute: Duration,
+    /// Splitting the batch's outputs and encoding the response.
+    pub compute_output: Duration,
     /// Samples in the executed batch, padding included.
     pub executed_batch: usize,
 }
@@ -34,7 +38,9 @@ struct Counters {
     success: Tally,
     fail: Tally,
     queue: Tally,
+    compute_input: Tally,
     compute: Tally,
+    compute_output: Tally,
     inference_count: u64,
     last_inference_ms: u64,
     /// Per executed batch size: executions and compute time, summed from the requests' shares
@@ -51,7 +57,9 @@ struct Tally {
 #[derive(Debug, Default, Clone, Copy)]
 struct BatchShare {
     executions: f64,
+    input_ns: f64,
     compute_ns: f64,
+    output_ns: f64,
 }
 
 impl Tally {
@@ -74,13 +82,17 @@ impl ModelStats {
         let mut c = self.lock();
         c.success.add(record.total);
         c.queue.add(record.queue);
+        c.compute_input.add(record.compute_input);
         c.compute.add(record.compute);
+        c.compute_output.add(record.compute_output);
         c.inference_count += record.samples as u64;
         c.last_inference_ms = now_ms();
         let share = record.samples as f64 / record.executed_batch.max(record.samples).max(1) as f64;
         let batch = c.batches.entry(record.executed_batch).or_default();
         batch.executions += share;
+        batch.input_ns += share * record.compute_input.as_nanos() as f64;
         batch.compute_ns += share * record.compute.as_nanos() as f64;
+        batch.output_ns += share * record.compute_output.as_nanos() as f64;
     }
 
     /// Counts a request that was refused or failed after it reached the model.
@@ -102,16 +114,18 @@ impl ModelStats {
                 // round partial executions up; the tolerance absorbs float noise of exact sums.
                 let executions = (share.executions - 1e-6).ceil().max(0.0) as u64;
                 execution_count += executions;
-                // The shares' weighted compute time is exact per execution on average.
-                let mean_ns = share.compute_ns / share.executions.max(f64::MIN_POSITIVE);
+                // The shares' weighted times are exact per execution on average; every duration
+                // of a batch size counts the same executions.
+                let per_execution = |ns: f64| StatisticDuration {
+                    count: executions,
+                    ns: (ns / share.executions.max(f64::MIN_POSITIVE) * executions as f64).round()
+                        as u64,
+                };
                 InferBatchStatistics {
                     batch_size: size as u64,
-                    compute_input: Some(StatisticDuration::default()),
-                    compute_infer: Some(StatisticDuration {
-                        count: executions,
-                        ns: (mean_ns * executions as f64).round() as u64,
-                    }),
-                    compute_output: Some(StatisticDuration::default()),
+                    compute_input: Some(per_execution(share.input_ns)),
+                    compute_infer: Some(per_execution(share.compute_ns)),
+                    compute_output: Some(per_execution(share.output_ns)),
                 }
             })
             .collect();
@@ -125,13 +139,15 @@ impl ModelStats {
                 success: Some(c.success.to_proto()),
                 fail: Some(c.fail.to_proto()),
                 queue: Some(c.queue.to_proto()),
-                compute_input: Some(StatisticDuration::default()),
+                compute_input: Some(c.compute_input.to_proto()),
                 compute_infer: Some(c.compute.to_proto()),
-                compute_output: Some(StatisticDuration::default()),
+                compute_output: Some(c.compute_output.to_proto()),
                 cache_hit: Some(StatisticDuration::default()),
                 cache_miss: Some(StatisticDuration::default()),
             }),
             batch_stats,
+            // No backend reports its memory per model yet.
+            memory_usage: Vec::new(),
         }
     }
 
@@ -155,7 +171,9 @@ mod tests {
             samples,
             total: Duration::from_micros(100),
             queue: Duration::from_micros(10),
+            compute_input: Duration::from_micros(3),
             compute: Duration::from_micros(compute_us),
+            compute_output: Duration::from_micros(2),
             executed_batch: executed,
         }
     }
@@ -177,6 +195,18 @@ mod tests {
         assert_eq!(infer.success.expect("success").count, 4);
         assert_eq!(infer.fail.expect("fail").ns, 5_000);
         assert_eq!(infer.compute_infer.expect("compute").ns, 200_000);
+        // perf_analyzer requires the three compute counts to be equal.
+        let counts = [
+            infer.compute_input.expect("input").count,
+            infer.compute_infer.expect("infer").count,
+            infer.compute_output.expect("output").count,
+        ];
+        assert_eq!(counts, [4, 4, 4]);
+        for b in &proto.batch_stats {
+            let c = |d: Option<StatisticDuration>| d.expect("set").count;
+            assert_eq!(c(b.compute_input), c(b.compute_infer));
+            assert_eq!(c(b.compute_output), c(b.compute_infer));
+        }
         let sizes: Vec<(u64, u64, u64)> = proto
             .batch_stats
             .iter()

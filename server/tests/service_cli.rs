@@ -202,7 +202,7 @@ async fn flags_beat_environment_which_beats_the_config_file() {
     std::fs::write(
         &config,
         format!(
-            "model_repository = \"{}\"\ngrpc_addr = \"{file_addr}\"\nmetrics_addr = \"{}\"\n",
+            "model_repository = \"{}\"\ngrpc_addr = \"{file_addr}\"\nmetrics_addr = \"{}\"\nhttp_addr = \"off\"\n",
             repo.path().display(),
             free_addr()
         ),

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DIGITS_MODEL = ROOT / "models" / "repository" / "digits-cnn" / "1" / "model.onnx"
 DIGITS_DATA = ROOT / "models" / "data" / "digits-val"
 ENV_URL = "INFERENCE_SERVER_GRPC"
+ENV_HTTP = "INFERENCE_SERVER_HTTP"
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +32,15 @@ def grpc_url():
     if not url:
         pytest.skip(f"{ENV_URL} is not set: start inference-server serving models/repository and "
                     f"set {ENV_URL}=host:port (e.g. 127.0.0.1:8001) to run the client tests")
+    return url
+
+
+@pytest.fixture(scope="session")
+def http_url():
+    url = os.environ.get(ENV_HTTP, "").strip()
+    if not url:
+        pytest.skip(f"{ENV_HTTP} is not set: start inference-server with --http-addr and set "
+                    f"{ENV_HTTP}=host:port (scripts/python_tests.sh does both)")
     return url
 
 
@@ -136,11 +146,12 @@ def running_server(binary, repository, ready_model, port_picker, log_path, cwd=R
     ready."""
     import tritonclient.grpc as grpcclient
 
-    grpc_port, metrics_port = port_picker(), port_picker()
+    grpc_port, metrics_port, http_port = port_picker(), port_picker(), port_picker()
     log = open(log_path, "w")
     server = subprocess.Popen(
         [str(binary), "--model-repository", str(repository),
-         "--grpc-addr", f"127.0.0.1:{grpc_port}", "--metrics-addr", f"127.0.0.1:{metrics_port}"],
+         "--grpc-addr", f"127.0.0.1:{grpc_port}", "--metrics-addr", f"127.0.0.1:{metrics_port}",
+         "--http-addr", f"127.0.0.1:{http_port}"],
         cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     url = f"127.0.0.1:{grpc_port}"
     try:

@@ -29,6 +29,10 @@ pub const SERVER_TIME_PARAMETER: &str = "server_time_us";
 pub const BATCH_SIZE_PARAMETER: &str = "batch_size";
 /// Response parameter: device the batch ran on, e.g. `cpu` or `cuda:0`.
 pub const DEVICE_PARAMETER: &str = "device";
+/// Response parameter: µs spent decoding and checking the request and gathering its batch.
+pub const COMPUTE_INPUT_TIME_PARAMETER: &str = "compute_input_time_us";
+/// Response parameter: µs spent splitting the batch's outputs back to this request.
+pub const COMPUTE_OUTPUT_TIME_PARAMETER: &str = "compute_output_time_us";
 
 /// What a model accepts, as the validator needs it.
 #[derive(Debug, Clone, Copy)]
@@ -242,7 +246,11 @@ pub fn validate(
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResponseTimings {
     pub queue: Duration,
+    /// Decoding and checking the request, and gathering its batch.
+    pub compute_input: Duration,
     pub compute: Duration,
+    /// Splitting the batch's outputs (the response encoding comes after).
+    pub compute_output: Duration,
     pub server: Duration,
     pub batch_size: usize,
     pub device: String,
@@ -287,6 +295,14 @@ fn timing_parameters(timings: &ResponseTimings) -> HashMap<String, InferParamete
     HashMap::from([
         (QUEUE_TIME_PARAMETER.to_string(), micros(timings.queue)),
         (COMPUTE_TIME_PARAMETER.to_string(), micros(timings.compute)),
+        (
+            COMPUTE_INPUT_TIME_PARAMETER.to_string(),
+            micros(timings.compute_input),
+        ),
+        (
+            COMPUTE_OUTPUT_TIME_PARAMETER.to_string(),
+            micros(timings.compute_output),
+        ),
         (SERVER_TIME_PARAMETER.to_string(), micros(timings.server)),
         (
             BATCH_SIZE_PARAMETER.to_string(),
@@ -881,7 +897,9 @@ mod tests {
         };
         let timings = ResponseTimings {
             queue: Duration::from_micros(10),
+            compute_input: Duration::from_micros(3),
             compute: Duration::from_micros(20),
+            compute_output: Duration::from_micros(2),
             server: Duration::from_micros(40),
             batch_size: 8,
             device: "cpu".into(),

@@ -11,14 +11,21 @@ use inference_proto::inference::grpc_inference_service_server::GrpcInferenceServ
 use inference_proto::inference::model_metadata_response::TensorMetadata;
 use inference_proto::inference::repository_index_response::ModelIndex;
 use inference_proto::inference::{
-    model_config, model_instance_group, model_version_policy, ModelConfig, ModelConfigRequest,
-    ModelConfigResponse, ModelDynamicBatching, ModelInferRequest, ModelInferResponse, ModelInput,
-    ModelInstanceGroup, ModelMetadataRequest, ModelMetadataResponse, ModelOutput, ModelQueuePolicy,
-    ModelReadyRequest, ModelReadyResponse, ModelStatisticsRequest, ModelStatisticsResponse,
-    ModelStreamInferResponse, ModelVersionPolicy, RepositoryIndexRequest, RepositoryIndexResponse,
-    RepositoryModelLoadRequest, RepositoryModelLoadResponse, RepositoryModelUnloadRequest,
-    RepositoryModelUnloadResponse, ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest,
-    ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse,
+    model_config, model_instance_group, model_version_policy, CudaSharedMemoryRegisterRequest,
+    CudaSharedMemoryRegisterResponse, CudaSharedMemoryStatusRequest,
+    CudaSharedMemoryStatusResponse, CudaSharedMemoryUnregisterRequest,
+    CudaSharedMemoryUnregisterResponse, LogSettingsRequest, LogSettingsResponse, ModelConfig,
+    ModelConfigRequest, ModelConfigResponse, ModelDynamicBatching, ModelInferRequest,
+    ModelInferResponse, ModelInput, ModelInstanceGroup, ModelMetadataRequest,
+    ModelMetadataResponse, ModelOutput, ModelQueuePolicy, ModelReadyRequest, ModelReadyResponse,
+    ModelStatisticsRequest, ModelStatisticsResponse, ModelStreamInferResponse, ModelVersionPolicy,
+    RepositoryIndexRequest, RepositoryIndexResponse, RepositoryModelLoadRequest,
+    RepositoryModelLoadResponse, RepositoryModelUnloadRequest, RepositoryModelUnloadResponse,
+    ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse,
+    ServerReadyRequest, ServerReadyResponse, SystemSharedMemoryRegisterRequest,
+    SystemSharedMemoryRegisterResponse, SystemSharedMemoryStatusRequest,
+    SystemSharedMemoryStatusResponse, SystemSharedMemoryUnregisterRequest,
+    SystemSharedMemoryUnregisterResponse, TraceSettingRequest, TraceSettingResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,8 +33,10 @@ use tokio_stream::StreamExt;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::clip;
 use super::health::Health;
 use super::infer::{self, InferTarget, ResponseTimings};
+use super::shared_memory::SharedMemory;
 use crate::backend::runtime::DeviceKind;
 use crate::backend::TensorSpec;
 use crate::metrics::{self, Outcome, RanOn};
@@ -39,7 +48,13 @@ use crate::statistics::SuccessRecord;
 pub const SERVER_NAME: &str = "inference-server";
 
 /// Protocol extensions this server implements (ServerMetadata `extensions`).
-pub const EXTENSIONS: [&str; 3] = ["model_repository", "model_configuration", "statistics"];
+pub const EXTENSIONS: [&str; 5] = [
+    "model_repository",
+    "model_configuration",
+    "statistics",
+    "system_shared_memory",
+    "binary_tensor_data",
+];
 
 /// Responses a stream may buffer before its reader catches up.
 const STREAM_BUFFER: usize = 64;
@@ -69,6 +84,10 @@ pub struct ServiceOptions {
     pub allow_model_control: bool,
     /// Time queued requests get when a model is unloaded.
     pub unload_grace: Duration,
+    /// Whether clients may register system shared-memory regions.
+    pub allow_shared_memory: bool,
+    /// Largest request, in bytes (inputs read from shared memory included).
+    pub max_request_bytes: usize,
 }
 
 /// The KServe v2 service; cheap to clone.
@@ -77,6 +96,7 @@ pub struct InferenceService {
     repository: Arc<Repository>,
     health: Health,
     state: Arc<ServerState>,
+    shared_memory: Arc<SharedMemory>,
     options: ServiceOptions,
 }
 
@@ -92,6 +112,7 @@ impl InferenceService {
             repository,
             health,
             state,
+            shared_memory: Arc::new(SharedMemory::new(options.allow_shared_memory)),
             options,
         }
     }
@@ -106,9 +127,9 @@ impl InferenceService {
     }
 
     /// Runs one inference request end to end.
-    async fn infer(
+    pub async fn infer(
         &self,
-        request: ModelInferRequest,
+        mut request: ModelInferRequest,
         grpc_timeout: Option<Duration>,
     ) -> Result<ModelInferResponse, Status> {
         let received = Instant::now();
@@ -136,8 +157,14 @@ impl InferenceService {
             signature: &model.signature,
             max_batch_size: model.max_batch_size,
         };
+        let decode_started = Instant::now();
+        let shm_outputs = self
+            .shared_memory
+            .resolve(&mut request, self.options.max_request_bytes)
+            .map_err(|err| fail(Outcome::Invalid, err.into()))?;
         let validated = infer::validate(request, target)
             .map_err(|err| fail(Outcome::Invalid, Status::invalid_argument(err.to_string())))?;
+        let decode = decode_started.elapsed();
         let deadline = [grpc_timeout, validated.timeout]
             .into_iter()
             .flatten()
@@ -166,16 +193,32 @@ impl InferenceService {
         };
         let timings = ResponseTimings {
             queue: response.timings.queue,
+            compute_input: decode + response.timings.gather,
             compute: response.timings.compute,
+            compute_output: response.timings.scatter,
             server: received.elapsed(),
             batch_size: response.timings.batch_size,
             device: response.timings.device,
         };
+        let encode_started = Instant::now();
+        let mut answer = infer::build_response(
+            &model.name,
+            &model.version_label(),
+            &validated.outputs,
+            validated.id,
+            response.outputs,
+            &timings,
+        );
+        self.shared_memory
+            .write_outputs(&mut answer, &shm_outputs)
+            .map_err(|err| fail(Outcome::Invalid, err.into()))?;
         model.stats.record_success(SuccessRecord {
             samples: validated.batch_size,
-            total: timings.server,
+            total: received.elapsed(),
             queue: timings.queue,
+            compute_input: timings.compute_input,
             compute: timings.compute,
+            compute_output: timings.compute_output + encode_started.elapsed(),
             executed_batch: timings.batch_size,
         });
         metrics::record_request(&model.name, Outcome::Success);
@@ -189,14 +232,7 @@ impl InferenceService {
             timings.queue,
             timings.compute,
         );
-        Ok(infer::build_response(
-            &model.name,
-            &model.version_label(),
-            &validated.outputs,
-            validated.id,
-            response.outputs,
-            &timings,
-        ))
+        Ok(answer)
     }
 
     fn require_model_control(&self) -> Result<(), Status> {
@@ -592,7 +628,86 @@ impl GrpcInferenceService for InferenceService {
         result.map_err(repository_status)?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
+
+    async fn system_shared_memory_status(
+        &self,
+        request: Request<SystemSharedMemoryStatusRequest>,
+    ) -> Result<Response<SystemSharedMemoryStatusResponse>, Status> {
+        let regions = self.shared_memory.status(&request.into_inner().name)?;
+        Ok(Response::new(SystemSharedMemoryStatusResponse { regions }))
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        request: Request<SystemSharedMemoryRegisterRequest>,
+    ) -> Result<Response<SystemSharedMemoryRegisterResponse>, Status> {
+        let r = request.into_inner();
+        self.shared_memory
+            .register(&r.name, &r.key, r.offset, r.byte_size)?;
+        Ok(Response::new(SystemSharedMemoryRegisterResponse {}))
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        request: Request<SystemSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<SystemSharedMemoryUnregisterResponse>, Status> {
+        self.shared_memory.unregister(&request.into_inner().name)?;
+        Ok(Response::new(SystemSharedMemoryUnregisterResponse {}))
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        _request: Request<CudaSharedMemoryStatusRequest>,
+    ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
+        // No region can exist: registering one is refused.
+        Ok(Response::new(CudaSharedMemoryStatusResponse::default()))
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _request: Request<CudaSharedMemoryRegisterRequest>,
+    ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
+        Err(Status::unimplemented(CUDA_SHARED_MEMORY_UNSUPPORTED))
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        request: Request<CudaSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
+        let name = request.into_inner().name;
+        if name.is_empty() {
+            // Unregistering every region of none is done.
+            return Ok(Response::new(CudaSharedMemoryUnregisterResponse {}));
+        }
+        Err(Status::not_found(format!(
+            "no CUDA shared-memory region '{}': {CUDA_SHARED_MEMORY_UNSUPPORTED}",
+            clip(&name)
+        )))
+    }
+
+    async fn trace_setting(
+        &self,
+        _request: Request<TraceSettingRequest>,
+    ) -> Result<Response<TraceSettingResponse>, Status> {
+        Err(Status::unimplemented(
+            "request tracing is not supported: every response carries its server timings as \
+             parameters (queue_time_us, compute_time_us, ...), and the Prometheus metrics have them per model",
+        ))
+    }
+
+    async fn log_settings(
+        &self,
+        _request: Request<LogSettingsRequest>,
+    ) -> Result<Response<LogSettingsResponse>, Status> {
+        Err(Status::unimplemented(
+            "log settings cannot be changed at run time: start the server with --log-level and --log-format",
+        ))
+    }
 }
+
+/// Why CUDA shared memory is refused.
+const CUDA_SHARED_MEMORY_UNSUPPORTED: &str =
+    "CUDA shared memory is not supported by this server; use system shared memory (--allow-shared-memory) for clients on the same box";
 
 fn repository_status(err: RepositoryError) -> Status {
     match err {

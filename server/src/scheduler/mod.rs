@@ -113,6 +113,10 @@ pub struct RequestTimings {
     pub queue: Duration,
     /// Backend time of the batch it ran in (all runs, for split batches).
     pub compute: Duration,
+    /// Gathering the batch's inputs (concatenating, cutting and padding), for the whole batch.
+    pub gather: Duration,
+    /// Splitting the batch's outputs back per request, for the whole batch.
+    pub scatter: Duration,
     /// Samples in the executed batch (after padding for fixed-batch devices); 1 when unbatched.
     pub batch_size: usize,
     /// The instance's device label, e.g. `cpu`.

@@ -249,6 +249,7 @@ fn run_batch(
         device: &device,
     };
     let mut compute = Duration::ZERO;
+    let (mut gather, mut scatter) = (Duration::ZERO, Duration::ZERO);
     let mut timed = |backend: &mut dyn Backend, inputs: Vec<Tensor>| {
         let started = Instant::now();
         let result = infer(backend, inputs);
@@ -284,26 +285,30 @@ fn run_batch(
             }
             BatchSupport::Dynamic { max } if total <= max => {
                 metrics::record_batch_size(on, total);
-                let outputs = timed(
-                    backend,
-                    concat_columns(requests.into_iter().map(|r| r.inputs)),
-                );
-                let outputs = outputs.map_err(|error| {
+                let started = Instant::now();
+                let inputs = concat_columns(requests.into_iter().map(|r| r.inputs));
+                gather = started.elapsed();
+                let outputs = timed(backend, inputs).map_err(|error| {
                     let f = classify(shared, backend, error);
                     failure = f.device_failed;
                     f.answer
                 });
-                (split_outputs(outputs, &counts), total)
+                let started = Instant::now();
+                let split = split_outputs(outputs, &counts);
+                scatter = started.elapsed();
+                (split, total)
             }
             // One request larger than the instance takes, or a fixed-batch device: runs of `n`.
             BatchSupport::Dynamic { max: n } | BatchSupport::Fixed(n) => {
-                let outputs = batch::chunk_and_pad(
+                let started = Instant::now();
+                let runs = batch::chunk_and_pad(
                     concat_columns(requests.into_iter().map(|r| r.inputs)),
                     total,
                     n,
                 )
-                .map_err(|why| InferError::Backend(format!("cannot cut the batch: {why}")))
-                .and_then(|runs| {
+                .map_err(|why| InferError::Backend(format!("cannot cut the batch: {why}")));
+                gather = started.elapsed();
+                let outputs = runs.and_then(|runs| {
                     let mut per_run = Vec::with_capacity(runs.len());
                     for (inputs, real) in runs {
                         metrics::record_batch_size(on, n);
@@ -312,6 +317,7 @@ fn run_batch(
                             failure = f.device_failed;
                             f.answer
                         })?;
+                        let started = Instant::now();
                         per_run.push(
                             outputs
                                 .into_iter()
@@ -319,10 +325,14 @@ fn run_batch(
                                 .collect::<Result<Vec<_>, _>>()
                                 .map_err(InferError::Backend)?,
                         );
+                        scatter += started.elapsed();
                     }
                     Ok(concat_columns(per_run))
                 });
-                (split_outputs(outputs, &counts), n)
+                let started = Instant::now();
+                let split = split_outputs(outputs, &counts);
+                scatter += started.elapsed();
+                (split, n)
             }
         };
 
@@ -339,6 +349,8 @@ fn run_batch(
             timings: RequestTimings {
                 queue: dispatched.saturating_duration_since(arrived),
                 compute,
+                gather,
+                scatter,
                 batch_size: executed,
                 device: device.clone(),
             },

@@ -75,6 +75,8 @@ pub struct Server {
     pub child: Child,
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// The HTTP/REST address, when the test started it there.
+    pub http_addr: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
 }
 
@@ -88,6 +90,7 @@ impl Server {
     pub async fn start_with(repo: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let grpc_addr = free_addr();
         let metrics_addr = free_addr();
+        let http_addr = free_addr();
         let mut args = vec![
             "--model-repository".to_string(),
             repo.display().to_string(),
@@ -95,9 +98,13 @@ impl Server {
             grpc_addr.to_string(),
             "--metrics-addr".to_string(),
             metrics_addr.to_string(),
+            "--http-addr".to_string(),
+            http_addr.to_string(),
         ];
         args.extend(extra_args.iter().map(|a| a.to_string()));
-        Self::launch(&args, env, grpc_addr, metrics_addr).await
+        let mut server = Self::launch(&args, env, grpc_addr, metrics_addr).await;
+        server.http_addr = Some(http_addr);
+        server
     }
 
     /// Starts the binary with exactly `args` (JSON logs added) and waits until it is ready on
@@ -131,6 +138,7 @@ impl Server {
             child,
             grpc_addr,
             metrics_addr,
+            http_addr: None,
             log,
         };
         server.wait_ready().await;
@@ -247,6 +255,101 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
         "{head}"
     );
     body.to_string()
+}
+
+/// An HTTP answer: status code, headers (lower-case names) and body.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    /// The first header called `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (panics when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// One HTTP/1.1 request (`Connection: close`) with `headers` and `body`.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect HTTP");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    stream.write_all(body).await.expect("send body");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .await
+        .expect("read response");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = response[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A chunked transfer-encoding body, joined.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..line_end]).trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
+    }
+    out
 }
 
 /// Runs the binary to completion with `args`; returns (exit code, stdout, stderr).
