@@ -257,6 +257,17 @@ async fn statistics_are_complete_and_add_up() {
         assert_eq!(c(batch.compute_output), c(batch.compute_infer));
     }
     assert!(stats.last_inference > 0 && stats.inference_count == 6);
+    // The same counts as the Prometheus counters.
+    let metrics = server.metrics().await;
+    let success = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("inference_requests_total{")
+                && l.contains("model=\"affine\"")
+                && l.contains("outcome=\"success\"")
+        })
+        .unwrap_or_else(|| panic!("no success counter in\n{metrics}"));
+    assert!(success.ends_with(" 6"), "{success}");
 }
 
 #[tokio::test]
