@@ -16,6 +16,8 @@ use inference_server::repository::{self, Repository, RepositoryError, Repository
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+mod watchdog;
+
 /// Exit status for settings the user must fix (clap uses the same for bad flags).
 const EXIT_USAGE: u8 = 2;
 /// Extra time after the grace period for the gRPC server to flush its last answers.
@@ -239,14 +241,34 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
         }
     });
     notify_systemd(sd_notify::NotifyState::Ready);
+    let watchdog =
+        sd_notify::watchdog_enabled().map(|period| tokio::spawn(watchdog::run(grpc_addr, period)));
     tracing::info!(%grpc_addr, ready, models = index.len(), "serving");
 
-    let early_exit = tokio::select! {
-        signal = signals.next() => {
-            tracing::info!(signal, grace = ?settings.shutdown_grace, "shutting down: finishing queued and in-flight requests");
-            None
+    let early_exit = loop {
+        tokio::select! {
+            signal = signals.next() => match signal {
+                Signal::Reload => {
+                    tracing::info!("SIGHUP: reloading the model repository");
+                    notify_systemd_reloading();
+                    match repository.reload().await {
+                        Ok(report) => {
+                            for (model, reason) in &report.failed {
+                                tracing::error!(model, %reason, "reload: new files failed to load; any version serving keeps serving");
+                            }
+                        }
+                        Err(err) => tracing::error!("reload: {err}"),
+                    }
+                    health.sync_models(&repository, true).await;
+                    notify_systemd(sd_notify::NotifyState::Ready);
+                }
+                Signal::Stop(name) => {
+                    tracing::info!(signal = name, grace = ?settings.shutdown_grace, "shutting down: finishing queued and in-flight requests");
+                    break None;
+                }
+            },
+            result = &mut server => break Some(result),
         }
-        result = &mut server => Some(result),
     };
     if let Some(result) = early_exit {
         return match result {
@@ -257,6 +279,9 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
     }
 
     health_sync.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     state.set_accepting(false);
     health.set_server(false).await;
     health.sync_models(&repository, false).await;
@@ -280,10 +305,19 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// SIGTERM (systemd, Kubernetes) and SIGINT (Ctrl-C).
+/// What a signal asks for.
+enum Signal {
+    /// SIGHUP (`systemctl reload`): re-read the model repository.
+    Reload,
+    /// SIGTERM (systemd, Kubernetes) or SIGINT (Ctrl-C), named.
+    Stop(&'static str),
+}
+
+/// SIGTERM, SIGINT and SIGHUP.
 struct Signals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -292,15 +326,28 @@ impl Signals {
         Ok(Signals {
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
-    /// Waits for the next signal and names it.
-    async fn next(&mut self) -> &'static str {
+    /// Waits for the next signal.
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => Signal::Stop("SIGTERM"),
+            _ = self.interrupt.recv() => Signal::Stop("SIGINT"),
+            _ = self.hangup.recv() => Signal::Reload,
         }
+    }
+}
+
+/// Tells systemd a reload started (with the timestamp systemd ≥ 253 requires after RELOADING=1).
+fn notify_systemd_reloading() {
+    let mut states = vec![sd_notify::NotifyState::Reloading];
+    if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    if let Err(err) = sd_notify::notify(&states) {
+        tracing::warn!(error = %err, "cannot notify systemd");
     }
 }
 

@@ -150,6 +150,8 @@ struct PreparedVersion {
 struct PreparedModel {
     config: ModelConfig,
     versions: Vec<PreparedVersion>,
+    /// The folder's fingerprint before it was read.
+    fingerprint: u64,
 }
 
 #[derive(Debug)]
@@ -158,6 +160,21 @@ struct Slot {
     reason: String,
     /// Served versions, highest last.
     versions: BTreeMap<u64, Arc<ServedModel>>,
+    /// What the model's folder held when it was last loaded (see [`fingerprint`]).
+    fingerprint: u64,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Models loaded for the first time or with changed files, now serving.
+    pub loaded: Vec<String>,
+    /// Models whose new files failed to load (the old versions, if any, keep serving).
+    pub failed: Vec<(String, String)>,
+    /// Models whose folder is gone, now unloaded.
+    pub removed: Vec<String>,
+    /// Models left as they were.
+    pub unchanged: Vec<String>,
 }
 
 /// The models found in one repository folder and what became of each.
@@ -233,6 +250,60 @@ impl Repository {
         shutdown_versions(old.into_values().collect(), grace).await;
         tracing::info!(model = name, "model unloaded");
         Ok(())
+    }
+
+    /// Re-reads the repository (SIGHUP, `systemctl reload`): new model folders and models whose
+    /// files changed are loaded and warmed up beside the versions serving, then swapped in
+    /// atomically while the old ones drain; a model whose new files fail keeps serving its old
+    /// versions (with the reason logged and in the report); models whose folder is gone are
+    /// unloaded; unchanged ready models are left alone.
+    pub async fn reload(&self) -> Result<ReloadReport, RepositoryError> {
+        let _control = self.control.lock().await;
+        let names = model_names(&self.root)?;
+        let mut report = ReloadReport::default();
+        for name in &names {
+            let current = {
+                let models = self.read();
+                models
+                    .get(name)
+                    .map(|slot| (slot.state == ModelState::Ready, slot.fingerprint))
+            };
+            let now = fingerprint(&self.root.join(name));
+            if current == Some((true, now)) {
+                report.unchanged.push(name.clone());
+                continue;
+            }
+            if current.is_none_or(|(ready, _)| !ready) {
+                self.set_state(name, ModelState::Loading, String::new());
+            }
+            match self.load_one(name).await {
+                Ok(()) => report.loaded.push(name.clone()),
+                Err(reason) => report.failed.push((name.clone(), reason)),
+            }
+        }
+        let gone: Vec<String> = self
+            .read()
+            .iter()
+            .filter(|(name, slot)| !names.contains(name) && slot.state != ModelState::Unloaded)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            let old = {
+                let mut models = self.write();
+                let slot = models.get_mut(&name);
+                slot.map(|slot| {
+                    slot.state = ModelState::Unloaded;
+                    slot.reason = "its folder was removed from the repository".to_string();
+                    std::mem::take(&mut slot.versions)
+                })
+                .unwrap_or_default()
+            };
+            metrics::set_model_state(&name, ModelState::Unloaded.metric_label());
+            shutdown_versions(old.into_values().collect(), self.options.drain_grace).await;
+            report.removed.push(name);
+        }
+        tracing::info!(?report, "repository reloaded");
+        Ok(report)
     }
 
     /// Shuts every model down, giving queued and in-flight requests `grace` to finish.
@@ -408,9 +479,11 @@ impl Repository {
                 state: ModelState::Loading,
                 reason: String::new(),
                 versions: BTreeMap::new(),
+                fingerprint: 0,
             });
             slot.state = ModelState::Ready;
             slot.reason.clear();
+            slot.fingerprint = prepared.fingerprint;
             std::mem::replace(&mut slot.versions, served)
         };
         metrics::set_model_state(name, ModelState::Ready.metric_label());
@@ -426,6 +499,7 @@ impl Repository {
             state,
             reason: String::new(),
             versions: BTreeMap::new(),
+            fingerprint: 0,
         });
         slot.state = state;
         slot.reason = reason;
@@ -464,6 +538,41 @@ pub fn check(root: &Path, options: &RepositoryOptions) -> Vec<String> {
         }
     }
     problems
+}
+
+/// A hash of what a model's folder holds: every file's path, size and modification time (the
+/// config and each version folder's files), so a reload sees new, changed and removed files.
+fn fingerprint(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn walk(
+        dir: &Path,
+        depth: usize,
+        out: &mut Vec<(PathBuf, u64, Option<std::time::SystemTime>)>,
+    ) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            // Follows symlinks: a linked model file that changes counts as a change.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if depth < 3 {
+                    walk(&path, depth + 1, out);
+                }
+            } else {
+                out.push((path, meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, 0, &mut files);
+    files.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    files.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn is_model_name(name: &str) -> bool {
@@ -515,6 +624,7 @@ fn prepare_model(
     dir: &Path,
     options: &RepositoryOptions,
 ) -> Result<PreparedModel, Vec<ModelProblem>> {
+    let fingerprint = fingerprint(dir);
     let config = ModelConfig::load(&dir.join(CONFIG_FILE_NAME)).map_err(|errors| {
         errors
             .into_iter()
@@ -567,7 +677,11 @@ fn prepare_model(
         }
     }
     if problems.is_empty() {
-        Ok(PreparedModel { config, versions })
+        Ok(PreparedModel {
+            config,
+            versions,
+            fingerprint,
+        })
     } else {
         Err(problems)
     }

@@ -138,6 +138,7 @@ impl InferenceService {
                 "server is not accepting requests (starting up or shutting down)",
             ));
         }
+        let model_version = request.model_version.clone();
         let model = match self.model(&request.model_name, &request.model_version) {
             Ok(model) => model,
             Err(status) => {
@@ -170,20 +171,38 @@ impl InferenceService {
             .flatten()
             .min()
             .map(|timeout| received + timeout);
-        let submitted = InferenceRequest {
+        let mut submitted = InferenceRequest {
             inputs: validated.inputs,
             batch_size: validated.batch_size,
             arrived: received,
             deadline,
         };
-        let answer = match model.scheduler.submit(submitted) {
-            Ok(receiver) => receiver.await.unwrap_or_else(|_| {
-                Err(InferError::Backend(
-                    "the model's scheduler dropped the request without an answer".to_string(),
-                ))
-            }),
-            Err(err) => Err(err),
+        let mut serving = Arc::clone(&model);
+        let answer = loop {
+            match serving.scheduler.submit(submitted) {
+                Ok(receiver) => {
+                    break receiver.await.unwrap_or_else(|_| {
+                        Err(InferError::Backend(
+                            "the model's scheduler dropped the request without an answer"
+                                .to_string(),
+                        ))
+                    })
+                }
+                // A reload swapped this version out between the look-up and the queue: the
+                // request goes to the version serving now, if there is a newer one.
+                Err(InferError::Replaced(request)) => match self.model(&model.name, &model_version)
+                {
+                    Ok(next) if self.state.is_accepting() && !Arc::ptr_eq(&next, &serving) => {
+                        submitted = *request;
+                        serving = next;
+                    }
+                    _ => break Err(InferError::ShuttingDown),
+                },
+                Err(err) => break Err(err),
+            }
         };
+        // The version that ran it (a reload may have replaced the one looked up first).
+        let model = serving;
         let response = match answer {
             Ok(response) => response,
             Err(err) => {
@@ -273,7 +292,9 @@ fn infer_error_status(err: InferError) -> (Outcome, Status) {
         InferError::Invalid(_) => (Outcome::Invalid, Status::invalid_argument(message)),
         InferError::Expired => (Outcome::Expired, Status::deadline_exceeded(message)),
         InferError::Cancelled => (Outcome::Cancelled, Status::cancelled(message)),
-        InferError::ShuttingDown => (Outcome::Rejected, Status::unavailable(message)),
+        InferError::ShuttingDown | InferError::Replaced(_) => {
+            (Outcome::Rejected, Status::unavailable(message))
+        }
         InferError::Unavailable(_) => (Outcome::Unavailable, Status::unavailable(message)),
         InferError::Backend(_) => (Outcome::BackendError, Status::internal(message)),
     }

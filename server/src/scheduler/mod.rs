@@ -132,7 +132,7 @@ pub struct InferenceResponse {
 }
 
 /// Why a request was not answered with outputs.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InferError {
     /// The queue is at its request or byte limit (gRPC: RESOURCE_EXHAUSTED).
     #[error(
@@ -158,6 +158,11 @@ pub enum InferError {
     /// The model is being unloaded or the server is stopping (gRPC: UNAVAILABLE).
     #[error("model is shutting down")]
     ShuttingDown,
+    /// The scheduler stopped taking requests before this one was queued (the model version was
+    /// replaced by a reload, or is being unloaded): the request comes back untouched, so the
+    /// caller can send it to the version now serving. Otherwise as [`InferError::ShuttingDown`].
+    #[error("model is shutting down")]
+    Replaced(Box<InferenceRequest>),
     /// No instance can run it: its device is gone or failed (gRPC: UNAVAILABLE).
     #[error("{0}")]
     Unavailable(String),
@@ -412,7 +417,7 @@ impl ModelScheduler {
 
         let mut state = shared.lock();
         if state.phase != Phase::Running {
-            return Err(InferError::ShuttingDown);
+            return Err(InferError::Replaced(Box::new(entry.request)));
         }
         if state.in_service() == 0 {
             return Err(unavailable(shared, &state));
