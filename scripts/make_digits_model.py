@@ -44,6 +44,7 @@ backend = "onnxruntime"
 device = "cpu"
 max_batch_size = 64
 instances = 1
+latency_objective_ms = 50   # p99 objective, exported for the Prometheus alert
 
 [dynamic_batching]
 max_queue_delay_us = 500

@@ -7,3 +7,4 @@ pub mod grpc_sut;
 pub mod postprocess;
 pub mod profile;
 pub mod progress;
+pub mod telemetry;

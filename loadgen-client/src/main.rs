@@ -15,7 +15,9 @@
 //! Exit status: 0 when the test ran and every sample completed; 1 when it could not run (dataset,
 //! connection, unknown model, I/O); 2 for bad options or unreadable config files; 3 when the test
 //! ran to the end and wrote its logs but some samples failed (e.g. the server went away): the
-//! summary then reports the errors and the result is not usable; 130 when interrupted by
+//! summary then reports the errors and the result is not usable; 4 when a device throttled or
+//! reset during the run (device telemetry, read from the servers' metrics endpoints, marks it in
+//! the summary and detail log; `--allow-device-trouble` accepts it); 130 when interrupted by
 //! SIGINT/SIGTERM: issuing stops, outstanding samples are awaited and the logs are written (a
 //! second signal ends the process at once).
 
@@ -31,6 +33,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use loadgen::diagnostics::Diagnostic;
 use loadgen::null_sut::NullSut;
+use loadgen::observer::RunObserver;
 use loadgen::runner::{self, RunOptions, TestOutcome};
 use loadgen::settings::{LogSettings, TestMode, TestScenario, TestSettings};
 use loadgen::sources::{ConfFile, Overrides, SettingsError, SettingsSources};
@@ -43,6 +46,7 @@ use loadgen_client::dataset::{Cache, DatasetQsl, GroundTruth, SampleSource};
 use loadgen_client::grpc_sut::{GrpcSut, GrpcSutConfig};
 use loadgen_client::profile::{self, Profile};
 use loadgen_client::progress::ProgressSut;
+use loadgen_client::telemetry::{self, Monitor, Verdict};
 
 /// Seed of the synthetic dataset, fixed so runs are comparable.
 const SYNTHETIC_SEED: u64 = 0x6d6c_7065_7266;
@@ -68,7 +72,8 @@ enum DatasetKind {
                   accuracy.txt there. An invalid user.conf is logged (error_invalid_config) and \
                   ignored, as the official LoadGen does.\n\nExit status: 0 success; 1 the test \
                   could not run; 2 bad options or unreadable config file; 3 the test ran and \
-                  wrote its logs but some samples failed."
+                  wrote its logs but some samples failed; 4 a device throttled or reset during \
+                  the run (see the summary's device telemetry)."
 )]
 struct Cli {
     /// MLPerf scenario.
@@ -173,6 +178,18 @@ struct Cli {
     /// Deadline of one inference request, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     request_timeout: f64,
+    /// A server's Prometheus /metrics URL to read device telemetry from (temperatures, CPU
+    /// frequency, throttling, accelerator resets), or `off`; repeat for several servers
+    /// [default: each endpoint's host at the next port, e.g. 8001 → http://host:8002/metrics].
+    #[arg(long, value_name = "URL|off")]
+    server_metrics: Vec<String>,
+    /// Seconds between telemetry samples during the run.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    telemetry_interval: f64,
+    /// Exit 0 even when a device throttled or reset during the run (it is still marked in the
+    /// summary and the detail log).
+    #[arg(long)]
+    allow_device_trouble: bool,
 }
 
 /// Exit status of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells report it).
@@ -205,6 +222,11 @@ enum CliError {
     #[error("accuracy: {0}")]
     Accuracy(#[from] accuracy::AccuracyError),
     #[error(
+        "the run is marked: {events}; see \"Device telemetry\" in {summary}. Cool the box or \
+         fix its power supply and rerun, or pass --allow-device-trouble to accept the run"
+    )]
+    DeviceTrouble { events: String, summary: PathBuf },
+    #[error(
         "{failed} sample(s) failed (see the SUT errors above and error_runtime in {detail}); \
          the logs were written but the result is not usable"
     )]
@@ -217,6 +239,7 @@ impl CliError {
         match self {
             CliError::Usage(_) | CliError::Config(_) => 2,
             CliError::FailedSamples { .. } => 3,
+            CliError::DeviceTrouble { .. } => 4,
             CliError::Run(runner::LoadgenError::Interrupted) => EXIT_INTERRUPTED,
             _ => 1,
         }
@@ -276,6 +299,12 @@ impl Cli {
         }
         if !(self.request_timeout > 0.0 && self.request_timeout.is_finite()) {
             return usage("--request-timeout must be a positive number of seconds");
+        }
+        if !(self.telemetry_interval > 0.0 && self.telemetry_interval.is_finite()) {
+            return usage("--telemetry-interval must be a positive number of seconds");
+        }
+        if self.server_metrics.len() > 1 && self.server_metrics.iter().any(|u| u == "off") {
+            return usage("--server-metrics off cannot be combined with URLs");
         }
         if self.endpoints.len() > 1 && self.endpoints.iter().any(|e| e == "null") {
             return usage("--endpoint null cannot be combined with other endpoints");
@@ -351,6 +380,33 @@ impl Cli {
         Ok(DatasetQsl::new(self.source()?, count, cache)?)
     }
 
+    /// The telemetry monitor, unless telemetry is off or the SUT is the in-process null SUT.
+    fn monitor(&self) -> Result<Option<Arc<Monitor>>, CliError> {
+        if self.server_metrics.iter().any(|u| u == "off")
+            || self.endpoints.iter().any(|e| e == "null")
+        {
+            return Ok(None);
+        }
+        let urls = if self.server_metrics.is_empty() {
+            self.endpoints
+                .iter()
+                .map(|e| {
+                    telemetry::default_metrics_url(e).ok_or_else(|| {
+                        CliError::Usage(format!(
+                            "cannot tell the metrics URL of endpoint {e}; pass --server-metrics URL or --server-metrics off"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            self.server_metrics.clone()
+        };
+        Ok(Some(Arc::new(Monitor::new(
+            &urls,
+            Duration::from_secs_f64(self.telemetry_interval),
+        ))))
+    }
+
     fn sut(&self, qsl: &DatasetQsl) -> Result<Arc<dyn Sut>, CliError> {
         if self.endpoints.iter().any(|e| e == "null") {
             return Ok(Arc::new(NullSut::immediate("null SUT (in-process)")));
@@ -404,9 +460,11 @@ fn run(cli: &Cli) -> Result<(), CliError> {
     let sut = cli.sut(&qsl)?;
     println!("SUT: {}", sut.name());
     let progress = Arc::new(ProgressSut::new(sut));
+    let monitor = cli.monitor()?;
     let options = RunOptions {
         pre_test_diagnostics,
         writer: format!("loadgen-client {}", env!("CARGO_PKG_VERSION")),
+        observer: monitor.clone().map(|m| m as Arc<dyn RunObserver>),
         ..RunOptions::default()
     };
     stop_on_signals(&options.stop)?;
@@ -437,6 +495,20 @@ fn run(cli: &Cli) -> Result<(), CliError> {
             failed: outcome.failed_samples,
             detail: outcome.paths.detail.clone(),
         });
+    }
+    match monitor.map(|m| m.verdict()) {
+        Some(Verdict::Marked(events)) if !cli.allow_device_trouble => {
+            let events: Vec<String> = events.iter().map(ToString::to_string).collect();
+            return Err(CliError::DeviceTrouble {
+                events: events.join("; "),
+                summary: outcome.paths.summary.clone(),
+            });
+        }
+        Some(Verdict::Unchecked(why)) => eprintln!(
+            "warning: device telemetry unchecked ({why}); throttling or resets during the run would \
+             go unseen (pass --server-metrics URL, or --server-metrics off to silence this)"
+        ),
+        _ => {}
     }
     Ok(())
 }

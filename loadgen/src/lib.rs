@@ -7,6 +7,7 @@ pub mod diagnostics;
 pub mod early_stopping;
 pub mod logs;
 pub mod null_sut;
+pub mod observer;
 pub mod results;
 pub mod rng;
 pub mod runner;

@@ -156,6 +156,10 @@ pub struct SettingsArgs {
     /// Largest gRPC request or response message in bytes [default: 67108864 = 64 MiB].
     #[arg(long, env = "INFERENCE_SERVER_MAX_MESSAGE_SIZE", value_name = "BYTES")]
     pub max_message_size: Option<usize>,
+    /// Where device telemetry is read: DIR/sys and DIR/proc [default: /]. Another folder is for
+    /// tests, or a container that mounts the host's /sys and /proc elsewhere.
+    #[arg(long, env = "INFERENCE_SERVER_TELEMETRY_ROOT", value_name = "DIR")]
+    pub telemetry_root: Option<PathBuf>,
     /// A runtime's library to load instead of searching the system and Python installs, e.g.
     /// `onnxruntime=/opt/ort/lib/libonnxruntime.so.1.20.1`; repeat for several runtimes.
     #[arg(
@@ -191,6 +195,7 @@ pub struct SettingsFile {
     pub allow_shared_memory: Option<bool>,
     pub device_health_interval: Option<f64>,
     pub max_message_size: Option<usize>,
+    pub telemetry_root: Option<PathBuf>,
     /// Runtime tables, by runtime name (not a key of the file: they are its `[<runtime>]` tables).
     #[serde(skip)]
     pub runtimes: Vec<(String, RuntimeServerSettings)>,
@@ -211,6 +216,8 @@ pub struct Settings {
     pub allow_shared_memory: bool,
     pub device_health_interval: Duration,
     pub max_message_size: usize,
+    /// Root of the sysfs/procfs tree device telemetry is read from.
+    pub telemetry_root: PathBuf,
     /// Runtime libraries named by flag, environment or config file.
     pub libraries: LibraryPaths,
 }
@@ -260,6 +267,7 @@ impl SettingsFile {
             SettingsFile::deserialize(toml::de::Deserializer::from(root)).map_err(parse_error)?;
         let base = path.parent().unwrap_or(Path::new("."));
         file.model_repository = file.model_repository.map(|p| base.join(p));
+        file.telemetry_root = file.telemetry_root.map(|p| base.join(p));
         for (_, runtime) in &mut runtimes {
             runtime.library = runtime.library.take().map(|p| base.join(p));
         }
@@ -350,6 +358,11 @@ impl SettingsArgs {
                 .unwrap_or(false),
             device_health_interval,
             max_message_size,
+            telemetry_root: self
+                .telemetry_root
+                .clone()
+                .or(file.telemetry_root)
+                .unwrap_or_else(|| PathBuf::from("/")),
             libraries: self.libraries(file.runtimes)?,
         })
     }

@@ -12,7 +12,9 @@ use inference_server::api::{self, Health, InferenceService, ServerState, Service
 use inference_server::backend::devices;
 use inference_server::config::{Cli, Command, ConfigError, HttpAddr, LogFormat, Settings};
 use inference_server::metrics;
+use inference_server::metrics_endpoint;
 use inference_server::repository::{self, Repository, RepositoryError, RepositoryOptions};
+use inference_server::telemetry::Telemetry;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +36,8 @@ enum StartupError {
     Config(#[from] ConfigError),
     #[error("cannot start the tokio runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot set up the metrics recorder: {0}")]
+    Recorder(metrics_exporter_prometheus::BuildError),
     #[error("cannot serve metrics on {addr}: {reason}; pick a free address with --metrics-addr")]
     Metrics { addr: String, reason: String },
     #[error("cannot listen for gRPC on {addr}: {source}; pick a free address with --grpc-addr")]
@@ -152,10 +156,18 @@ fn run_server(settings: Settings) -> Result<(), StartupError> {
 }
 
 async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
-    metrics::install_exporter(settings.metrics_addr).map_err(|err| StartupError::Metrics {
-        addr: settings.metrics_addr.to_string(),
-        reason: err.to_string(),
-    })?;
+    let metrics_handle = metrics::install_recorder().map_err(StartupError::Recorder)?;
+    let metrics_listener = TcpListener::bind(settings.metrics_addr)
+        .await
+        .map_err(|err| StartupError::Metrics {
+            addr: settings.metrics_addr.to_string(),
+            reason: err.to_string(),
+        })?;
+    tokio::spawn(metrics_endpoint::serve(
+        metrics_listener,
+        metrics_handle,
+        Telemetry::new(&settings.telemetry_root),
+    ));
     let listener = TcpListener::bind(settings.grpc_addr)
         .await
         .map_err(|source| StartupError::Bind {

@@ -1,11 +1,14 @@
 //! Every Prometheus metric the server exports is named here, and only here. Other modules call
-//! these functions where the event happens; the exporter serves them as text on `/metrics`.
+//! these functions where the event happens; `metrics_endpoint` serves them as text on `/metrics`.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
-use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::telemetry::{Reading, PI_THROTTLE_CONDITIONS};
 
 /// Requests by model and outcome (`success`, `invalid`, `rejected`, `expired`, `cancelled`,
 /// `unavailable`, `backend_error`).
@@ -22,16 +25,45 @@ pub const BATCH_SIZE: &str = "inference_batch_size";
 /// Failed backend runs by model, backend, device and `kind` (`invalid_input`, `device`, `internal`).
 pub const BACKEND_ERRORS: &str = "inference_backend_errors_total";
 /// 1 while a model instance is in service, 0 while it is out (its device gone or failed); by
-/// model, backend, device and instance.
+/// model, backend, device and `model_instance` (its index; not `instance`, which Prometheus
+/// gives the scrape target).
 pub const INSTANCE_UP: &str = "inference_instance_up";
 /// Requests waiting in a model's queue.
 pub const QUEUE_DEPTH: &str = "inference_queue_depth";
+/// Requests a model's queue holds before it rejects more.
+pub const QUEUE_CAPACITY: &str = "inference_queue_capacity";
+/// The p99 latency a model's config sets as its objective, seconds.
+pub const LATENCY_OBJECTIVE: &str = "inference_latency_objective_seconds";
 /// Requests accepted and not yet answered.
 pub const INFLIGHT_REQUESTS: &str = "inference_inflight_requests";
 /// Time to load a model version, seconds.
 pub const MODEL_LOAD_DURATION: &str = "model_load_duration_seconds";
 /// 1 for the state a model is in (`loading`, `ready`, `unavailable`, `unloaded`), 0 for the others.
 pub const MODEL_STATE: &str = "model_state";
+
+/// A thermal zone's temperature, °C; by `zone` and `type`.
+pub const SOC_TEMPERATURE: &str = "inference_soc_temperature_celsius";
+/// A CPU's current frequency, Hz; by `cpu`.
+pub const CPU_FREQUENCY: &str = "inference_cpu_frequency_hertz";
+/// The frequency a CPU may scale up to now (lowered when capped), Hz; by `cpu`.
+pub const CPU_FREQUENCY_MAX: &str = "inference_cpu_frequency_max_hertz";
+/// The highest frequency a CPU's hardware runs at, Hz; by `cpu`.
+pub const CPU_FREQUENCY_HARDWARE_MAX: &str = "inference_cpu_frequency_hardware_max_hertz";
+/// 1 for a CPU's frequency governor; by `cpu` and `governor`.
+pub const CPU_GOVERNOR: &str = "inference_cpu_governor";
+/// Raspberry Pi firmware throttling flags, 1 when set; by `condition` and `when` (`now`,
+/// `since_boot`).
+pub const PI_THROTTLED: &str = "inference_pi_throttled";
+/// The box's memory, bytes.
+pub const MEMORY_TOTAL: &str = "inference_memory_total_bytes";
+/// Memory available to start new work without swapping, bytes.
+pub const MEMORY_AVAILABLE: &str = "inference_memory_available_bytes";
+/// An accelerator's own temperature sensor, °C; by `device`.
+pub const ACCELERATOR_TEMPERATURE: &str = "inference_accelerator_temperature_celsius";
+/// Resets of an accelerator since its driver loaded; by `device`.
+pub const ACCELERATOR_RESETS: &str = "inference_accelerator_resets_total";
+/// 1 while an accelerator's driver reports it alive; by `device`.
+pub const ACCELERATOR_ALIVE: &str = "inference_accelerator_alive";
 
 /// The model states reported through [`MODEL_STATE`].
 pub const MODEL_STATES: [&str; 4] = ["loading", "ready", "unavailable", "unloaded"];
@@ -70,33 +102,80 @@ impl Outcome {
     }
 }
 
-/// Starts the Prometheus HTTP listener on `addr` and the process-metrics collector.
-pub fn install_exporter(addr: SocketAddr) -> Result<(), BuildError> {
+/// Installs the Prometheus recorder every metric goes to; the handle renders them for a scrape.
+pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
     let latency_metrics = [
         REQUEST_DURATION,
         QUEUE_DURATION,
         COMPUTE_DURATION,
         MODEL_LOAD_DURATION,
     ];
-    let mut builder = PrometheusBuilder::new().with_http_listener(addr);
+    let mut builder = PrometheusBuilder::new();
     for name in latency_metrics {
         builder =
             builder.set_buckets_for_metric(Matcher::Full(name.to_string()), &LATENCY_BUCKETS)?;
     }
     builder =
         builder.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_string()), &BATCH_BUCKETS)?;
-    builder.install()?;
-    let collector = metrics_process::Collector::default();
-    collector.describe();
-    collector.collect();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            collector.collect();
+    builder.install_recorder()
+}
+
+/// The governor each CPU had at the last reading, so a change sets the old one's series to 0.
+static LAST_GOVERNORS: Mutex<BTreeMap<u32, String>> = Mutex::new(BTreeMap::new());
+
+/// Sets the device telemetry gauges from a reading; sources it lacks stay unexported.
+pub fn record_telemetry(reading: &Reading) {
+    for zone in &reading.soc_temperatures {
+        gauge!(SOC_TEMPERATURE, "zone" => zone.zone.clone(), "type" => zone.kind.clone())
+            .set(zone.celsius);
+    }
+    for cpu in &reading.cpus {
+        let label = cpu.cpu.to_string();
+        let frequencies = [
+            (CPU_FREQUENCY, cpu.current_hz),
+            (CPU_FREQUENCY_MAX, cpu.max_hz),
+            (CPU_FREQUENCY_HARDWARE_MAX, cpu.hardware_max_hz),
+        ];
+        for (name, hz) in frequencies {
+            if let Some(hz) = hz {
+                gauge!(name, "cpu" => label.clone()).set(hz);
+            }
         }
-    });
-    Ok(())
+        if let Some(governor) = &cpu.governor {
+            let mut last = LAST_GOVERNORS.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = last.insert(cpu.cpu, governor.clone()) {
+                if &old != governor {
+                    gauge!(CPU_GOVERNOR, "cpu" => label.clone(), "governor" => old).set(0.0);
+                }
+            }
+            gauge!(CPU_GOVERNOR, "cpu" => label, "governor" => governor.clone()).set(1.0);
+        }
+    }
+    if let Some(flags) = reading.pi_throttled {
+        for (condition, bit) in PI_THROTTLE_CONDITIONS {
+            let flag = |set: bool| if set { 1.0 } else { 0.0 };
+            gauge!(PI_THROTTLED, "condition" => condition, "when" => "now")
+                .set(flag(flags.now(bit)));
+            gauge!(PI_THROTTLED, "condition" => condition, "when" => "since_boot")
+                .set(flag(flags.since_boot(bit)));
+        }
+    }
+    if let Some(memory) = reading.memory {
+        gauge!(MEMORY_TOTAL).set(memory.total_bytes);
+        gauge!(MEMORY_AVAILABLE).set(memory.available_bytes);
+    }
+    for accelerator in &reading.accelerators {
+        let device = accelerator.device.clone();
+        if let Some(celsius) = accelerator.celsius {
+            gauge!(ACCELERATOR_TEMPERATURE, "device" => device.clone()).set(celsius);
+        }
+        if let Some(resets) = accelerator.resets {
+            counter!(ACCELERATOR_RESETS, "device" => device.clone()).absolute(resets);
+        }
+        if let Some(alive) = accelerator.alive {
+            gauge!(ACCELERATOR_ALIVE, "device" => device).set(if alive { 1.0 } else { 0.0 });
+        }
+    }
 }
 
 /// Counts one finished request of `model` with its outcome.
@@ -128,21 +207,44 @@ pub fn record_batch_size(on: RanOn<'_>, samples: usize) {
         .record(samples as f64);
 }
 
-/// Counts one failed backend run of `kind` (`invalid_input`, `device`, `internal`).
+/// Counts one failed backend run of `kind` (one of [`BACKEND_ERROR_KINDS`]).
 pub fn record_backend_error(on: RanOn<'_>, kind: &'static str) {
     counter!(BACKEND_ERRORS, "model" => on.model.to_string(), "backend" => on.backend.to_string(), "device" => on.device.to_string(), "kind" => kind)
         .increment(1);
 }
 
+/// The `kind`s of [`BACKEND_ERRORS`].
+pub const BACKEND_ERROR_KINDS: [&str; 3] = ["invalid_input", "device", "internal"];
+
 /// Marks instance `instance` of a model in (`up`) or out of service.
 pub fn set_instance_up(on: RanOn<'_>, instance: usize, up: bool) {
-    gauge!(INSTANCE_UP, "model" => on.model.to_string(), "backend" => on.backend.to_string(), "device" => on.device.to_string(), "instance" => instance.to_string())
+    gauge!(INSTANCE_UP, "model" => on.model.to_string(), "backend" => on.backend.to_string(), "device" => on.device.to_string(), "model_instance" => instance.to_string())
         .set(if up { 1.0 } else { 0.0 });
+}
+
+/// A new instance: in service, and its device's error counters exported from 0, so that
+/// Prometheus' `increase()` sees the first error too.
+pub fn register_instance(on: RanOn<'_>, instance: usize) {
+    set_instance_up(on, instance, true);
+    for kind in BACKEND_ERROR_KINDS {
+        counter!(BACKEND_ERRORS, "model" => on.model.to_string(), "backend" => on.backend.to_string(), "device" => on.device.to_string(), "kind" => kind)
+            .increment(0);
+    }
 }
 
 /// Sets the number of requests waiting in `model`'s queue.
 pub fn set_queue_depth(model: &str, depth: usize) {
     gauge!(QUEUE_DEPTH, "model" => model.to_string()).set(depth as f64);
+}
+
+/// Sets how many requests `model`'s queue holds.
+pub fn set_queue_capacity(model: &str, capacity: usize) {
+    gauge!(QUEUE_CAPACITY, "model" => model.to_string()).set(capacity as f64);
+}
+
+/// Sets `model`'s p99 latency objective.
+pub fn set_latency_objective(model: &str, objective: Duration) {
+    gauge!(LATENCY_OBJECTIVE, "model" => model.to_string()).set(objective.as_secs_f64());
 }
 
 /// Adds `delta` (+1 on accept, −1 on answer) to the in-flight request gauge.

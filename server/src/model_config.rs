@@ -77,6 +77,9 @@ pub struct ModelConfigFile {
     pub versions: Option<Vec<u64>>,
     /// Runs on zero inputs per instance before the model serves [default: 1; 0 = none].
     pub warmup_runs: Option<usize>,
+    /// The p99 end-to-end latency the model should meet, milliseconds; exported as
+    /// `inference_latency_objective_seconds` for the alert that watches it.
+    pub latency_objective_ms: Option<f64>,
     pub dynamic_batching: Option<DynamicBatchingConfig>,
     #[serde(default)]
     pub input: Vec<TensorDeclaration>,
@@ -209,6 +212,15 @@ impl ModelConfig {
                     "versions",
                     "is empty; list version folders to serve, or leave it out to serve the highest"
                         .to_string(),
+                ));
+            }
+        }
+        if let Some(ms) = raw.latency_objective_ms {
+            if !(ms.is_finite() && ms > 0.0) {
+                errors.push(error(
+                    path,
+                    "latency_objective_ms",
+                    format!("{ms} is not a positive number of milliseconds"),
                 ));
             }
         }
@@ -559,6 +571,7 @@ intra_op_threads = 2
             r#"
 max_batch_size = 4
 instances = 0
+latency_objective_ms = -5
 [dynamic_batching]
 preferred_batch_sizes = [2, 16]
 max_queue_size = 0
@@ -573,6 +586,7 @@ dims = [0]
             fields(&errors),
             [
                 "instances",
+                "latency_objective_ms",
                 "dynamic_batching.preferred_batch_sizes[1]",
                 "dynamic_batching.max_queue_size",
                 "input[0].datatype",

@@ -936,6 +936,9 @@ fn start_version(
     };
     let scheduler =
         ModelScheduler::start(name, config.runtime.name(), batching, prepared.instances);
+    if let Some(ms) = config.raw.latency_objective_ms {
+        metrics::set_latency_objective(name, Duration::from_secs_f64(ms / 1000.0));
+    }
     ServedModel {
         name: name.to_string(),
         version: prepared.version,

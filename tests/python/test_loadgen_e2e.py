@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import DIGITS_DATA, running_server
+from harness import DIGITS_DATA, running_server
 
 # Accuracy of digits-cnn on digits-val is ~98 %; the bar leaves room for nothing but real bugs.
 MIN_ACCURACY = 95.0
@@ -104,7 +104,10 @@ def test_accuracy_run_matches_the_official_script(loadgen_client, grpc_url, clie
     assert values["effective_test_mode"] == "AccuracyOnly"
     assert values["effective_accuracy_sample_count"] == 450
     summary = (out / "mlperf_log_summary.txt").read_text()
-    assert summary == "\nNo warnings encountered during test.\n\nNo errors encountered during test.\n"
+    official = "\nNo warnings encountered during test.\n\nNo errors encountered during test.\n"
+    # The official text, then only the device-telemetry section loadgen-client adds after it.
+    assert summary.startswith(official), summary
+    assert summary[len(official):].startswith("\n=====") and "Device telemetry" in summary, summary
 
 
 def test_server_performance_run_is_valid(loadgen_client, grpc_url, client, tmp_path):
@@ -176,7 +179,7 @@ def doomed_server(inference_server_bin, free_port, tmp_path):
 
 
 def test_server_lost_mid_run_reports_failed_samples(loadgen_client, doomed_server, tmp_path):
-    server, url = doomed_server
+    server, url, _ = doomed_server
     cmd = [str(loadgen_client), "--profile", "digits-cnn", "--dataset", "imagenet",
            "--dataset-path", str(DIGITS_DATA), "--output-dir", str(tmp_path / "out"),
            "--endpoint", f"http://{url}", "--scenario", "Server", "--qps", "100", "--time", "3",

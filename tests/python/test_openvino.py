@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, running_server
+from harness import ROOT, running_server
 
 GENERATED = ROOT / "models" / "generated"
 PALACE_LIKE = {698, 663, 832, 668, 483, 442, 497}  # palace, monastery, stupa, mosque, castle...
@@ -39,7 +39,7 @@ def openvino_server(inference_server_bin, free_port, tmp_path_factory):
     link_model(repo, "eff-uint8", GENERATED / "efficientnet-lite0-uint8" / "1",
                (GENERATED / "efficientnet-lite0-uint8" / "config.toml").read_text())
     with running_server(inference_server_bin, repo, "eff-uint8", free_port,
-                        repo / "server.log") as (_, url):
+                        repo / "server.log") as (_, url, _):
         import tritonclient.grpc as grpcclient
         client = grpcclient.InferenceServerClient(url=url)
         yield client

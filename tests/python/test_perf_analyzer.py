@@ -15,7 +15,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from harness import ROOT
 
 MODEL = "digits-cnn"
 PERF_VENV = ROOT / ".venv-perf"

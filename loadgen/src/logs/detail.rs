@@ -27,6 +27,8 @@ pub enum Value {
     List(Vec<usize>),
     /// `{"k":"v",...}`.
     Map(Vec<(String, String)>),
+    /// JSON rendered by the caller, written as it is.
+    Json(String),
 }
 
 impl Value {
@@ -49,6 +51,7 @@ impl Value {
                 s.push(']');
                 s
             }
+            Value::Json(json) => json.clone(),
             Value::Map(items) => {
                 let mut s = String::from("{");
                 for (k, v) in items {

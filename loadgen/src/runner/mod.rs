@@ -13,10 +13,11 @@ use crate::breakdown::{self, BreakdownSample};
 use crate::config::{ConfType, ConfigSession};
 use crate::diagnostics::{Diagnostic, Site};
 use crate::logs::accuracy::AccuracyLog;
-use crate::logs::detail::DetailLog;
+use crate::logs::detail::{DetailLog, Value};
 use crate::logs::format::fmt_g;
 use crate::logs::trace::TraceLog;
 use crate::logs::{report, summary};
+use crate::observer::{Observation, RunObserver};
 use crate::results::PerformanceSummary;
 use crate::schedule::{self, LoadableSet, PassKind, SequenceGen};
 use crate::settings::{EffectiveSettings, LogSettings, TestMode, TestScenario, TestSettings};
@@ -58,6 +59,8 @@ pub struct RunOptions {
     /// The program (name and version) that runs the test, named as the author of the logs in
     /// `loadgen_version` [default: `loadgen <crate version>`].
     pub writer: String,
+    /// Reports on the system under test around the test (e.g. device telemetry).
+    pub observer: Option<Arc<dyn RunObserver>>,
 }
 
 impl Default for RunOptions {
@@ -67,6 +70,7 @@ impl Default for RunOptions {
             pre_test_diagnostics: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             writer: crate::logs::version::default_writer(),
+            observer: None,
         }
     }
 }
@@ -227,6 +231,9 @@ pub fn start_test(
         .unwrap_or_default();
     let (warnings, errors) = {
         let mut d = lock(&outputs.detail);
+        if let Some(observer) = &options.observer {
+            let _ = log_observations(&mut d, Instant::now(), &observer.finished());
+        }
         if let Err(e) = &run {
             let _ = d.error(
                 Instant::now(),
@@ -237,7 +244,11 @@ pub fn start_test(
         }
         (d.warning_count(), d.error_count())
     };
-    let summary_text = perf_text + &summary::render_footer(warnings, errors);
+    let mut summary_text = perf_text + &summary::render_footer(warnings, errors);
+    if let Some(section) = options.observer.as_ref().and_then(|o| o.summary()) {
+        summary_text.push('\n');
+        summary_text.push_str(&section);
+    }
     std::fs::write(&paths.summary, &summary_text).map_err(io(&paths.summary))?;
     let breakdown_text = if test.performance.is_some() {
         breakdown::render(test.breakdown.0, &test.breakdown.1)
@@ -278,6 +289,20 @@ pub fn start_test(
         summary_text,
         breakdown_text,
     })
+}
+
+/// Writes an observer's lines to the detail log.
+fn log_observations(d: &mut DetailLog, at: Instant, lines: &[Observation]) -> std::io::Result<()> {
+    let site = Site::new("runner/mod.rs", line!());
+    for line in lines {
+        let value = Value::Json(line.json.clone());
+        if line.warning {
+            d.warning(at, site, &line.key, value)?;
+        } else {
+            d.log(at, site, &line.key, value)?;
+        }
+    }
+    Ok(())
 }
 
 /// State of one running test.
@@ -398,6 +423,9 @@ impl Test {
         self.log(|d, at| report::log_requested(d, at, &settings))?;
         self.log(|d, at| report::log_effective(d, at, &eff))?;
 
+        if let Some(observer) = &options.observer {
+            self.log(|d, at| log_observations(d, at, &observer.started()))?;
+        }
         match eff.mode {
             TestMode::SubmissionRun => {
                 self.accuracy_mode(&eff)?;

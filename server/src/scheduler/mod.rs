@@ -340,17 +340,17 @@ impl ModelScheduler {
             exited: Condvar::new(),
         });
         metrics::set_queue_depth(model, 0);
+        metrics::set_queue_capacity(model, config.max_queue_requests);
         let mut threads = Vec::with_capacity(instances.len());
         for (index, (backend_instance, rules)) in instances.into_iter().zip(rules).enumerate() {
             let thread_shared = Arc::clone(&shared);
-            metrics::set_instance_up(
+            metrics::register_instance(
                 metrics::RanOn {
                     model,
                     backend,
                     device: backend_instance.device(),
                 },
                 index,
-                true,
             );
             shared.lock().live += 1;
             let spawned = std::thread::Builder::new()
