@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs the Python-side tests against the real binaries: tritonclient against a live inference-server,
+# the deployment files (Prometheus, Grafana, systemd, Kubernetes, the install script) for real,
 # and the official tools against loadgen-client's output. Uses the debug build made by `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +19,4 @@ wait_for_server "$port" "$server" "$log" 60
 
 INFERENCE_SERVER_GRPC="127.0.0.1:$port" INFERENCE_SERVER_HTTP="127.0.0.1:$((port + 2))" \
     INFERENCE_SERVER_METRICS="127.0.0.1:$((port + 1))" LOADGEN_CLIENT="$bin/loadgen-client" \
-    .venv/bin/python -m pytest -q tests/python
+    .venv/bin/python -m pytest -q tests/python tests/deploy

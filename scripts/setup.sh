@@ -7,40 +7,52 @@ cd "$(dirname "$0")/.."
 
 fail() { echo "setup.sh: $*" >&2; exit 1; }
 
+# Installs a Debian package as root, or fails naming it: apt_install PACKAGE WHY.
+apt_updated=
+apt_install() {
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "==> installing $1 ($2)"
+        [ -n "$apt_updated" ] || { apt-get update -qq && apt_updated=1; } || fail "apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >/dev/null \
+            || fail "apt-get install $1 failed"
+    else
+        fail "$2: sudo apt-get install $1"
+    fi
+}
+
 command -v python3 >/dev/null || fail "python3 not found; install it (Debian: apt-get install python3)"
 if [ ! -x .venv/bin/python ]; then
     # Debian splits venv/ensurepip into python3-venv.
-    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-            echo "==> installing python3-venv (python3 -m venv needs it)"
-            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-        else
-            fail "python3 -m venv needs the venv module: sudo apt-get install python3-venv"
-        fi
-    fi
+    python3 -c 'import ensurepip, venv' 2>/dev/null \
+        || apt_install python3-venv "python3 -m venv needs the venv module"
     python3 -m venv .venv || fail "python3 -m venv .venv failed"
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements.txt \
     || fail "pip install -r scripts/requirements.txt failed (see above)"
 
-# curl for the README's REST examples, which the tests run.
-if ! command -v curl >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
-    else
-        fail "the tests run curl: sudo apt-get install curl"
-    fi
-fi
+# The CRD field lists the Kubernetes manifest tests (tests/deploy) validate against, each in a folder
+# of its own off the venv's path (see the requirements files for why); reinstalled when the pins change.
+install_apart() {  # FOLDER REQUIREMENTS [pip options]
+    local dir=$1 req=$2
+    shift 2
+    cmp -s "$req" "$dir/.requirements.txt" 2>/dev/null && return 0
+    rm -rf "$dir"
+    .venv/bin/pip install --quiet --disable-pip-version-check "$@" --target "$dir" -r "$req" \
+        || fail "pip install --target $dir -r $req failed (see above)"
+    cp "$req" "$dir/.requirements.txt"
+}
+install_apart .venv/kserve-sdk scripts/requirements-kserve-sdk.txt --no-deps
+install_apart .venv/prometheus-operator-models scripts/requirements-prometheus-operator.txt
+
+# Tools the tests drive: curl (the README's REST examples), Prometheus and promtool (the scrape,
+# alert-rule and dashboard tests), systemd-analyze (the unit file check).
+command -v curl >/dev/null || apt_install curl "the tests run the README's curl examples"
+command -v prometheus >/dev/null && command -v promtool >/dev/null \
+    || apt_install prometheus "the tests run Prometheus and promtool"
+command -v systemd-analyze >/dev/null || apt_install systemd "the tests run systemd-analyze verify"
 
 # perf_analyzer (Triton's benchmark client) for the compatibility tests, in its own virtualenv.
-if ! ldconfig -p | grep -q 'libb64\.so\.0d'; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "==> installing libb64-0d (perf_analyzer needs it)"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libb64-0d >/dev/null
-    else
-        fail "perf_analyzer needs Debian's libb64-0d: sudo apt-get install libb64-0d"
-    fi
-fi
+ldconfig -p | grep -q 'libb64\.so\.0d' || apt_install libb64-0d "perf_analyzer needs it"
 [ -x .venv-perf/bin/python ] || python3 -m venv .venv-perf || fail "python3 -m venv .venv-perf failed"
 .venv-perf/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-perf.txt \
     || fail "pip install -r scripts/requirements-perf.txt failed (see above)"
