@@ -51,6 +51,19 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null \
     || apt_install prometheus "the tests run Prometheus and promtool"
 command -v systemd-analyze >/dev/null || apt_install systemd "the tests run systemd-analyze verify"
 
+# The arm64 install test: the server cross-built for aarch64 (linker: .cargo/config.toml) and run
+# under qemu with the runtimes of the arm64 wheels.
+command -v aarch64-linux-gnu-gcc >/dev/null || apt_install gcc-aarch64-linux-gnu "the arm64 build links with it"
+[ -e /usr/aarch64-linux-gnu/lib/libstdc++.so.6 ] \
+    || apt_install libstdc++6-arm64-cross "the arm64 runtimes need it under qemu"
+[ -e /usr/aarch64-linux-gnu/include/stdio.h ] \
+    || apt_install libc6-dev-arm64-cross "the arm64 build compiles C with it"
+command -v qemu-aarch64 >/dev/null || apt_install qemu-user "the arm64 install test runs the server under it"
+if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+    echo "==> rustup target add aarch64-unknown-linux-gnu (the arm64 install test cross-builds the server)"
+    rustup target add aarch64-unknown-linux-gnu || fail "rustup target add aarch64-unknown-linux-gnu failed"
+fi
+
 # perf_analyzer (Triton's benchmark client) for the compatibility tests, in its own virtualenv.
 ldconfig -p | grep -q 'libb64\.so\.0d' || apt_install libb64-0d "perf_analyzer needs it"
 [ -x .venv-perf/bin/python ] || python3 -m venv .venv-perf || fail "python3 -m venv .venv-perf failed"

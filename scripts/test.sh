@@ -16,4 +16,6 @@ export LOADGEN_REQUIRE_PYTHON=1
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The arm64 server the install test puts in an arm64 scratch root and runs under qemu.
+cargo build --locked -p inference-server --target aarch64-unknown-linux-gnu
 bash scripts/python_tests.sh

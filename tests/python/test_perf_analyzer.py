@@ -20,8 +20,9 @@ from harness import ROOT
 MODEL = "digits-cnn"
 PERF_VENV = ROOT / ".venv-perf"
 RUN_TIMEOUT_S = 180
-# Short, stable windows on a shared 2-core machine.
-WINDOWS = ["--measurement-interval", "1000", "--stability-percentage", "100", "--max-trials", "6"]
+# Short windows, and a stability bar loose enough for a shared 2-core machine: these tests check
+# that perf_analyzer works against the server, not how fast it is.
+WINDOWS = ["--measurement-interval", "1000", "--stability-percentage", "500", "--max-trials", "10"]
 
 
 @pytest.fixture(scope="module")
