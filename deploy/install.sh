@@ -3,7 +3,7 @@
 # Ubuntu; amd64 or arm64):
 #
 #   /opt/inference-server/bin/inference-server        the binary
-#   /opt/inference-server/lib/<runtime>/              ONNX Runtime and OpenVINO, from their wheels
+#   /opt/inference-server/lib/<runtime>/              ONNX Runtime, OpenVINO and LiteRT, from their wheels
 #   /opt/inference-server/share/                      example repository, README, install manifest
 #   /etc/inference-server/server.toml                 settings (kept if present)
 #   /var/lib/inference-server/models/                 model repository (seeded with the example
@@ -88,8 +88,9 @@ pin() {
 }
 ort_version=$(pin onnxruntime)
 ov_version=$(pin openvino)
-[ -n "$ort_version" ] && [ -n "$ov_version" ] \
-    || fail "cannot read the onnxruntime and openvino pins from $repo/scripts/requirements.txt"
+litert_version=$(pin ai-edge-litert)
+[ -n "$ort_version" ] && [ -n "$ov_version" ] && [ -n "$litert_version" ] \
+    || fail "cannot read the onnxruntime, openvino and ai-edge-litert pins from $repo/scripts/requirements.txt"
 
 "$python" -c 'import zipfile' 2>/dev/null \
     || fail "$python is needed to unpack the runtime wheels; install python3 or pass --python"
@@ -97,7 +98,7 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 if [ -z "$wheels" ]; then
     wheels=$scratch/wheels
-    step "downloading onnxruntime $ort_version and openvino $ov_version wheels for $arch from PyPI"
+    step "downloading onnxruntime $ort_version, openvino $ov_version and ai-edge-litert $litert_version wheels for $arch from PyPI"
     platforms=()
     for tag in 2014 _2_17 _2_27 _2_28 _2_31 _2_34 _2_35 _2_36 _2_38 _2_39; do
         case $tag in
@@ -107,14 +108,15 @@ if [ -z "$wheels" ]; then
     done
     "$python" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
         --python-version 3.11 --implementation cp "${platforms[@]}" --dest "$wheels" \
-        "onnxruntime==$ort_version" "openvino==$ov_version" \
-        || fail "pip download failed (see above). Without network, download the two wheels elsewhere
-    pip download --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux_2_35_$wheel_arch onnxruntime==$ort_version openvino==$ov_version
+        "onnxruntime==$ort_version" "openvino==$ov_version" "ai-edge-litert==$litert_version" \
+        || fail "pip download failed (see above). Without network, download the three wheels elsewhere
+    pip download --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux_2_35_$wheel_arch onnxruntime==$ort_version openvino==$ov_version ai-edge-litert==$litert_version
 and pass --wheels DIR"
 fi
 wheel_for() {  # PACKAGE VERSION
     local found
-    found=$(find "$wheels" -maxdepth 1 -name "$1-$2-*_$wheel_arch.whl" | sort | tail -n 1)
+    found=$(find "$wheels" -maxdepth 1 -name "${1//-/_}-$2-*_$wheel_arch.whl" | sort | tail -n 1)
+    [ -n "$found" ] || found=$(find "$wheels" -maxdepth 1 -name "$1-$2-*_$wheel_arch.whl" | sort | tail -n 1)
     [ -n "$found" ] || fail "no $1 $2 wheel for $wheel_arch in $wheels"
     echo "$found"
 }
@@ -150,15 +152,19 @@ install -d -m 0755 "$opt.new/bin" "$opt.new/lib" "$opt.new/share/doc" "$opt.new/
 install -m 0755 "$binary" "$opt.new/bin/inference-server"
 ort_wheel=$(wheel_for onnxruntime "$ort_version")
 ov_wheel=$(wheel_for openvino "$ov_version")
+litert_wheel=$(wheel_for ai-edge-litert "$litert_version")
 unpack "$ort_wheel" onnxruntime/capi/ 'libonnxruntime*.so*' "$opt.new/lib/onnxruntime"
 unpack "$ov_wheel" openvino/libs/ '*' "$opt.new/lib/openvino"
-for library in "$opt.new/lib/onnxruntime/libonnxruntime.so.$ort_version" "$opt.new/lib/openvino/"libopenvino_c.so*; do
+unpack "$litert_wheel" ai_edge_litert/ 'libLiteRt.so' "$opt.new/lib/litert"
+for library in "$opt.new/lib/onnxruntime/libonnxruntime.so.$ort_version" "$opt.new/lib/openvino/"libopenvino_c.so* \
+        "$opt.new/lib/litert/libLiteRt.so"; do
     [ -f "$library" ] || fail "$library is missing from its wheel"
     [ "$(elf_machine_of "$library")" = "$elf_machine" ] || fail "$library is not an $arch library"
 done
 cp -R "$repo/models/repository/digits-cnn" "$opt.new/share/examples/digits-cnn"
 install -m 0644 "$repo/README.md" "$opt.new/share/doc/README.md"
-printf 'onnxruntime %s\nopenvino %s\n' "$ort_version" "$ov_version" >"$opt.new/share/runtimes.txt"
+printf 'onnxruntime %s\nopenvino %s\nai-edge-litert %s\n' "$ort_version" "$ov_version" "$litert_version" \
+    >"$opt.new/share/runtimes.txt"
 # Swap the new tree in whole, so a failed install leaves the old one.
 rm -rf "$opt.old"
 [ ! -e "$opt" ] || mv "$opt" "$opt.old"

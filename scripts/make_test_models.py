@@ -10,7 +10,8 @@ Usage: make_test_models.py OUT_DIR
   identity_types.onnx  in_<T> [N,3]     -> out_<T> = in_<T>  for every element type below
   typed_identity.onnx  in_<T> [N,3]     -> out_<T> = in_<T>  for every type with typed contents
 
-N is a dynamic batch dimension. Needs only numpy and onnx.
+N is a dynamic batch dimension. Also writes the .tflite models of make_tflite_test_models.py
+(affine, affine_fixed2, unbatched, two_io; static shapes). Needs only numpy, onnx and flatbuffers.
 """
 
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from make_tflite_test_models import write_models as write_tflite_models
 
 OPSET = 17
 IR_VERSION = 8
@@ -101,6 +104,7 @@ def main():
         identity("typed_identity", TYPED),
     ):
         save(graph, out / f"{graph.name}.onnx")
+    write_tflite_models(out)
 
 
 if __name__ == "__main__":

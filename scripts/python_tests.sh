@@ -17,6 +17,9 @@ trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EX
 
 wait_for_server "$port" "$server" "$log" 60
 
+# The TFLite test libraries and models behave as the tests expect (tests/fixtures).
+.venv/bin/python tests/fixtures/check_tflite_fixtures.py >/dev/null
+
 INFERENCE_SERVER_GRPC="127.0.0.1:$port" INFERENCE_SERVER_HTTP="127.0.0.1:$((port + 2))" \
     INFERENCE_SERVER_METRICS="127.0.0.1:$((port + 1))" LOADGEN_CLIENT="$bin/loadgen-client" \
     .venv/bin/python -m pytest -q tests/python tests/deploy

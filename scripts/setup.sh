@@ -70,4 +70,13 @@ ldconfig -p | grep -q 'libb64\.so\.0d' || apt_install libb64-0d "perf_analyzer n
 .venv-perf/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-perf.txt \
     || fail "pip install -r scripts/requirements-perf.txt failed (see above)"
 [ -x .venv-perf/bin/perf_analyzer ] || fail "the tritonclient 2.41.0 wheel did not install perf_analyzer"
+# The TFLite backend's test fixtures (tests/fixtures/README.md): a real libtensorflowlite_c.so built
+# from the tflite crate's vendored TensorFlow Lite 1.15.5 and the fake libedgetpu.so.1, into
+# target/tflite-fixtures/, and the models their tests use, into models/downloads/.
+command -v g++ >/dev/null || apt_install g++ "the TFLite fixtures are C++"
+command -v make >/dev/null || apt_install make "the tflite crate builds TensorFlow Lite with make"
+command -v clang >/dev/null || apt_install clang "the tflite crate's bindgen runs clang"
+compgen -G '/usr/lib/llvm-*/lib/libclang.so' >/dev/null \
+    || apt_install libclang-dev "the tflite crate's bindgen loads libclang"
+bash scripts/make_tflite_fixtures.sh
 bash scripts/setup_models.sh

@@ -61,10 +61,11 @@ def free_port():
 
 @contextlib.contextmanager
 def running_server(binary, repository, ready_model, port_picker, log_path, cwd=ROOT,
-                   extra_args=()):
-    """Starts inference-server on `repository` on its own ports (with `extra_args`) and yields
-    (process, gRPC host:port, metrics URL) once `ready_model` is ready; stops it afterwards.
-    Fails with the server's log if it never gets ready."""
+                   extra_args=(), env=None):
+    """Starts inference-server on `repository` on its own ports (with `extra_args`, and `env`
+    added to the environment) and yields (process, gRPC host:port, metrics URL) once
+    `ready_model` is ready — or, when it is None, once no model is still loading; stops it
+    afterwards. Fails with the server's log if it never gets there."""
     import tritonclient.grpc as grpcclient
 
     grpc_port, metrics_port, http_port = port_picker(), port_picker(), port_picker()
@@ -73,15 +74,19 @@ def running_server(binary, repository, ready_model, port_picker, log_path, cwd=R
         [str(binary), "--model-repository", str(repository),
          "--grpc-addr", f"127.0.0.1:{grpc_port}", "--metrics-addr", f"127.0.0.1:{metrics_port}",
          "--http-addr", f"127.0.0.1:{http_port}", *extra_args],
-        cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"127.0.0.1:{grpc_port}"
     try:
         probe = grpcclient.InferenceServerClient(url=url)
         deadline = time.monotonic() + 60
         while True:
             try:
-                if probe.is_model_ready(ready_model):
+                if ready_model is not None and probe.is_model_ready(ready_model):
                     break
+                if ready_model is None and probe.is_server_live():
+                    index = probe.get_model_repository_index(as_json=True).get("models", [])
+                    if all(m.get("state") in ("READY", "UNAVAILABLE") for m in index):
+                        break
             except Exception:  # not listening yet
                 pass
             if server.poll() is not None:

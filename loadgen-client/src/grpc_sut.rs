@@ -15,8 +15,8 @@ use inference_proto::inference::model_infer_request::{
 };
 use inference_proto::inference::model_metadata_response::TensorMetadata;
 use inference_proto::inference::{
-    InferParameter, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
-    ModelMetadataResponse, ModelReadyRequest, ServerReadyRequest,
+    InferParameter, ModelConfigRequest, ModelInferRequest, ModelInferResponse,
+    ModelMetadataRequest, ModelMetadataResponse, ModelReadyRequest, ServerReadyRequest,
 };
 use inference_proto::DataType;
 use tokio::runtime::Runtime;
@@ -97,6 +97,8 @@ struct Shared {
     store: Arc<SampleStore>,
     model: String,
     profile: Profile,
+    /// The outputs read, in the order the profile's post-processing takes them.
+    outputs: Vec<String>,
     max_batch: usize,
     /// Request slots.
     requests: Semaphore,
@@ -132,7 +134,7 @@ impl GrpcSut {
             .thread_name("grpc-sut")
             .build()
             .map_err(GrpcSutError::Runtime)?;
-        let (clients, batch_cap) = runtime.block_on(open_all(config, profile))?;
+        let (clients, batch_cap, outputs) = runtime.block_on(open_all(config, profile))?;
         let connections = clients.len();
         let kib_total = (config.in_flight_bytes_per_endpoint / 1024)
             .saturating_mul(config.endpoints.len())
@@ -143,6 +145,7 @@ impl GrpcSut {
             store,
             model: config.model.clone(),
             profile: profile.clone(),
+            outputs,
             max_batch: config.max_batch.min(batch_cap).max(1),
             requests: Semaphore::new(connections * config.in_flight_per_connection.max(1)),
             kibibytes: Semaphore::new(kib_total),
@@ -267,11 +270,11 @@ impl Shared {
                 shape,
                 ..InferInputTensor::default()
             }],
-            outputs: profile
+            outputs: self
                 .outputs
                 .iter()
                 .map(|name| InferRequestedOutputTensor {
-                    name: (*name).to_string(),
+                    name: name.clone(),
                     ..InferRequestedOutputTensor::default()
                 })
                 .collect(),
@@ -285,8 +288,8 @@ impl Shared {
         response: &ModelInferResponse,
         indices: &[usize],
     ) -> Result<Vec<Vec<u8>>, String> {
-        let mut outputs = Vec::with_capacity(self.profile.outputs.len());
-        for name in self.profile.outputs {
+        let mut outputs = Vec::with_capacity(self.outputs.len());
+        for name in &self.outputs {
             let at = response
                 .outputs
                 .iter()
@@ -358,9 +361,10 @@ fn url(endpoint: &str) -> String {
 async fn open_all(
     config: &GrpcSutConfig,
     profile: &Profile,
-) -> Result<(Vec<Client>, usize), GrpcSutError> {
+) -> Result<(Vec<Client>, usize, Vec<String>), GrpcSutError> {
     let mut per_endpoint = Vec::with_capacity(config.endpoints.len());
     let mut batch_cap = usize::MAX;
+    let mut outputs = Vec::new();
     for endpoint in &config.endpoints {
         let target = Endpoint::from_shared(url(endpoint))
             .map_err(|e| GrpcSutError::BadEndpoint {
@@ -387,25 +391,27 @@ async fn open_all(
                     .max_encoding_message_size(usize::MAX),
             );
         }
-        let cap = check(&mut clients[0], endpoint, &config.model, profile).await?;
+        let (cap, read) = check(&mut clients[0], endpoint, &config.model, profile).await?;
         batch_cap = batch_cap.min(cap);
+        outputs = read;
         per_endpoint.push(clients);
     }
     let mut all = Vec::new();
     for i in 0..config.connections_per_endpoint.max(1) {
         all.extend(per_endpoint.iter().filter_map(|c| c.get(i).cloned()));
     }
-    Ok((all, batch_cap))
+    Ok((all, batch_cap, outputs))
 }
 
 /// ServerReady, ModelReady and ModelMetadata against the profile; returns the batch limit the
-/// model's input shape implies (`usize::MAX` when the batch dimension is dynamic).
+/// model's input shape implies (`usize::MAX` when the batch dimension is dynamic) and the
+/// outputs to read.
 async fn check(
     client: &mut Client,
     endpoint: &str,
     model: &str,
     profile: &Profile,
-) -> Result<usize, GrpcSutError> {
+) -> Result<(usize, Vec<String>), GrpcSutError> {
     let rpc = |call: &'static str| {
         move |status: tonic::Status| GrpcSutError::Rpc {
             endpoint: endpoint.to_string(),
@@ -457,8 +463,12 @@ async fn check(
     })
 }
 
-/// Compares the model's input and outputs with the profile; returns the batch limit.
-fn match_profile(metadata: &ModelMetadataResponse, profile: &Profile) -> Result<usize, String> {
+/// Compares the model's input and outputs with the profile; returns the batch limit and the
+/// outputs to read (a profile that names none reads the model's only output).
+fn match_profile(
+    metadata: &ModelMetadataResponse,
+    profile: &Profile,
+) -> Result<(usize, Vec<String>), String> {
     let names = |tensors: &[TensorMetadata]| -> String {
         tensors
             .iter()
@@ -507,11 +517,76 @@ fn match_profile(metadata: &ModelMetadataResponse, profile: &Profile) -> Result<
             ));
         }
     }
-    match usize::try_from(*batch) {
-        Ok(0) => Err(shape_error()),
-        Ok(fixed) => Ok(fixed),
-        Err(_) => Ok(usize::MAX),
-    }
+    let outputs: Vec<String> = match (profile.outputs, metadata.outputs.as_slice()) {
+        ([], [only]) => vec![only.name.clone()],
+        ([], several) => {
+            return Err(format!(
+                "the profile reads the model's only output, but it has {}: {}",
+                several.len(),
+                names(several)
+            ))
+        }
+        (named, _) => named.iter().map(|n| n.to_string()).collect(),
+    };
+    let cap = match usize::try_from(*batch) {
+        Ok(0) => return Err(shape_error()),
+        Ok(fixed) => fixed,
+        Err(_) => usize::MAX,
+    };
+    Ok((cap, outputs))
+}
+
+/// The quantization (scale, zero point) the server reports for `model`'s `input` in ModelConfig's
+/// parameters (`quantization.<input>.scale` / `.zero_point`), or `None` when it reports none or
+/// does not implement ModelConfig (a Triton extension).
+pub fn input_quantization(
+    endpoint: &str,
+    model: &str,
+    input: &str,
+    timeout: Duration,
+) -> Result<Option<(f32, i32)>, GrpcSutError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(GrpcSutError::Runtime)?;
+    runtime.block_on(async {
+        let target = Endpoint::from_shared(url(endpoint))
+            .map_err(|e| GrpcSutError::BadEndpoint {
+                endpoint: endpoint.to_string(),
+                reason: chain(&e),
+            })?
+            .connect_timeout(timeout)
+            .timeout(timeout);
+        let channel = target
+            .connect()
+            .await
+            .map_err(|e| GrpcSutError::Unreachable {
+                endpoint: endpoint.to_string(),
+                reason: chain(&e),
+            })?;
+        let answer = GrpcInferenceServiceClient::new(channel)
+            .model_config(ModelConfigRequest {
+                name: model.to_string(),
+                version: String::new(),
+            })
+            .await;
+        let config = match answer {
+            Ok(answer) => answer.into_inner().config.unwrap_or_default(),
+            // Not a Triton-compatible server, or an unknown model (the SUT's checks say so).
+            Err(_) => return Ok(None),
+        };
+        let parameter = |key: &str| {
+            config
+                .parameters
+                .get(&format!("quantization.{input}.{key}"))
+                .map(|p| p.string_value.trim().to_string())
+        };
+        let scale = parameter("scale").and_then(|s| s.parse::<f32>().ok());
+        let zero_point = parameter("zero_point").and_then(|z| z.parse::<i32>().ok());
+        Ok(scale
+            .zip(zero_point)
+            .filter(|(s, _)| *s > 0.0 && s.is_finite()))
+    })
 }
 
 #[cfg(test)]
@@ -540,9 +615,13 @@ mod tests {
     fn metadata_must_match_the_profile() {
         let profile = lookup("efficientnet-lite0-onnxruntime").unwrap();
         let ok = metadata(tensor("input", "FP32", &[-1, 3, 224, 224]));
-        assert_eq!(match_profile(&ok, profile), Ok(usize::MAX));
+        let logits = vec!["logits".to_string()];
+        assert_eq!(
+            match_profile(&ok, profile),
+            Ok((usize::MAX, logits.clone()))
+        );
         let fixed = metadata(tensor("input", "FP32", &[1, 3, -1, -1]));
-        assert_eq!(match_profile(&fixed, profile), Ok(1));
+        assert_eq!(match_profile(&fixed, profile), Ok((1, logits)));
         let cases = [
             (
                 tensor("images", "FP32", &[-1, 3, 224, 224]),
@@ -572,6 +651,27 @@ mod tests {
             err.contains("output 'logits'") && err.contains("'probs'"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_profile_that_names_no_output_reads_the_models_only_one() {
+        let coral = lookup("mobilenet_coral").unwrap();
+        let mut v2 = metadata(tensor("input", "UINT8", &[-1, 224, 224, 3]));
+        v2.outputs = vec![tensor(
+            "MobilenetV2/Predictions/Softmax",
+            "UINT8",
+            &[-1, 1001],
+        )];
+        assert_eq!(
+            match_profile(&v2, coral),
+            Ok((
+                usize::MAX,
+                vec!["MobilenetV2/Predictions/Softmax".to_string()]
+            ))
+        );
+        v2.outputs.push(tensor("extra", "UINT8", &[-1, 1]));
+        let err = match_profile(&v2, coral).unwrap_err();
+        assert!(err.contains("has 2"), "{err}");
     }
 
     #[test]

@@ -43,7 +43,7 @@ use loadgen_client::dataset::coco::CocoSource;
 use loadgen_client::dataset::imagenet::ImagenetSource;
 use loadgen_client::dataset::synthetic::SyntheticSource;
 use loadgen_client::dataset::{Cache, DatasetQsl, GroundTruth, SampleSource};
-use loadgen_client::grpc_sut::{GrpcSut, GrpcSutConfig};
+use loadgen_client::grpc_sut::{self, GrpcSut, GrpcSutConfig};
 use loadgen_client::profile::{self, Profile};
 use loadgen_client::progress::ProgressSut;
 use loadgen_client::telemetry::{self, Monitor, Verdict};
@@ -380,6 +380,37 @@ impl Cli {
         Ok(DatasetQsl::new(self.source()?, count, cache)?)
     }
 
+    /// The profile, with the input quantization the server reports for the model when the
+    /// profile sends quantized inputs (ModelConfig's `quantization.<input>.*` parameters).
+    fn served_profile(&self) -> Result<&'static Profile, CliError> {
+        let endpoint = match self.endpoints.first() {
+            Some(e) if e != "null" => e,
+            _ => return Ok(self.profile),
+        };
+        if self.profile.with_input_quantization(1.0, 0).is_none() {
+            return Ok(self.profile);
+        }
+        let model = self.model.as_deref().unwrap_or(self.profile.model);
+        let timeout = Duration::from_secs(10);
+        let Some((scale, zero_point)) =
+            grpc_sut::input_quantization(endpoint, model, self.profile.input, timeout)?
+        else {
+            return Ok(self.profile);
+        };
+        let Some(served) = self.profile.with_input_quantization(scale, zero_point) else {
+            return Ok(self.profile);
+        };
+        if served != *self.profile {
+            println!(
+                "input '{}': the server's quantization (scale {scale}, zero point {zero_point}) \
+                 replaces the profile's",
+                self.profile.input
+            );
+        }
+        // One profile for the whole run.
+        Ok(Box::leak(Box::new(served)))
+    }
+
     /// The telemetry monitor, unless telemetry is off or the SUT is the in-process null SUT.
     fn monitor(&self) -> Result<Option<Arc<Monitor>>, CliError> {
         if self.server_metrics.iter().any(|u| u == "off")
@@ -437,8 +468,10 @@ impl Cli {
     }
 }
 
-fn run(cli: &Cli) -> Result<(), CliError> {
+fn run(mut cli: Cli) -> Result<(), CliError> {
     cli.validate()?;
+    cli.profile = cli.served_profile()?;
+    let cli = &cli;
     let mlperf_model = cli
         .mlperf_model
         .as_deref()
@@ -574,7 +607,7 @@ fn score_accuracy(log_path: &Path, dir: &Path, truth: &GroundTruth) -> Result<()
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -146,6 +146,30 @@ impl Profile {
     pub fn sample_bytes(&self) -> usize {
         self.sample_elements() * self.input_type.element_size()
     }
+
+    /// This profile with another input quantization; `None` when its input is not quantized.
+    pub fn with_input_quantization(&self, scale: f32, zero_point: i32) -> Option<Profile> {
+        let input_type = match self.input_type {
+            InputType::U8 { .. } => InputType::U8 { scale, zero_point },
+            InputType::I8 { .. } => InputType::I8 { scale, zero_point },
+            InputType::F32 | InputType::F16 => return None,
+        };
+        Some(Profile {
+            input_type,
+            ..self.clone()
+        })
+    }
+
+    /// The folder of its preprocessed-tensor cache: the name, and the input quantization, which
+    /// changes the bytes.
+    pub fn cache_name(&self) -> String {
+        match self.input_type {
+            InputType::U8 { scale, zero_point } | InputType::I8 { scale, zero_point } => {
+                format!("{}-q{scale}-{zero_point}", self.name)
+            }
+            InputType::F32 | InputType::F16 => self.name.to_string(),
+        }
+    }
 }
 
 /// A `--profile` name that is not known.
@@ -202,19 +226,21 @@ const PROFILES: &[Profile] = &[
         mlperf_model: "mobilenet",
         dataset: "imagenet",
         input: "input",
-        outputs: &["MobilenetV1/Predictions/Reshape_1"],
+        // MobileNet v1 and v2 Edge TPU models name their one output differently: read whichever.
+        outputs: &[],
         height: 224,
         width: 224,
         color: ColorOrder::Rgb,
         layout: Layout::Nhwc,
         resize: Resize::ShortSideThenCenterCrop { short_side: 256 },
-        // The Edge TPU model takes raw pixels: its input quantisation (scale 1/128, zero point
-        // 128) already maps 0..255 onto [-1, 1].
-        mean: [0.0; 3],
-        std: [1.0; 3],
+        // The models see (pixel - 128) / 128, quantised with the scale and zero point the server
+        // reports (these defaults, 1/128 and 128, are the Coral models': the bytes sent are the
+        // pixels themselves).
+        mean: [128.0; 3],
+        std: [128.0; 3],
         input_type: InputType::U8 {
-            scale: 1.0,
-            zero_point: 0,
+            scale: 1.0 / 128.0,
+            zero_point: 128,
         },
         post_process: PostProcess::ArgMax { offset: -1 },
         performance_sample_count: IMAGENET_PERF_SAMPLES,

@@ -38,6 +38,7 @@ use inference_proto::inference::{
 };
 use inference_proto::DataType;
 use inference_server::api::infer::BATCH_SIZE_PARAMETER;
+use inference_server::backend::library::LibraryPaths;
 use inference_server::backend::runtime::{LoadRequest, ModelFiles};
 use inference_server::backend::{
     onnxruntime, openvino, Backend, BackendError, BatchSupport, TensorSpec,
@@ -944,12 +945,14 @@ impl InProcess {
             model: settings.model_file.clone(),
             files: vec![settings.model_file.clone()],
         };
+        let mut libraries = LibraryPaths::default();
+        libraries.insert(name, library.clone());
         let backend = parsed.settings.load(&LoadRequest {
             model: &files,
             device: &group.device,
             max_batch_size: settings.batch,
             instances_on_device: 1,
-            library: Some(&library),
+            libraries: &libraries,
         })?;
         Ok(InProcess {
             name: name.to_string(),

@@ -255,7 +255,7 @@ impl SettingsFile {
         // The runtimes' tables come out first; the rest are the server's own keys.
         let mut root = toml::de::DeTable::parse(&text).map_err(parse_error)?;
         let mut runtimes = Vec::new();
-        for name in registry::names() {
+        for name in registry::library_names() {
             if let Some(table) = root.get_mut().remove(name) {
                 let settings =
                     RuntimeServerSettings::deserialize(toml::de::ValueDeserializer::from(table))
@@ -389,13 +389,30 @@ impl SettingsArgs {
                     "'{entry}' is not RUNTIME=PATH (e.g. onnxruntime=/opt/ort/lib)"
                 ))
             })?;
-            let runtime = registry::find(name).map_err(|e| invalid(e.to_string()))?;
+            let library = library_named(name).ok_or_else(|| {
+                invalid(format!(
+                    "unknown library '{name}' (this build loads: {})",
+                    registry::library_names().join(", ")
+                ))
+            })?;
             if path.trim().is_empty() {
                 return Err(invalid(format!("'{entry}' has no path")));
             }
-            libraries.insert(runtime.name(), PathBuf::from(path.trim()));
+            libraries.insert(library, PathBuf::from(path.trim()));
         }
         Ok(libraries)
+    }
+}
+
+/// The library `name` means: a library's own name, or a runtime (or alias) that loads one library.
+fn library_named(name: &str) -> Option<&'static str> {
+    let wanted = name.trim().to_ascii_lowercase();
+    if let Some(library) = registry::library_names().into_iter().find(|l| *l == wanted) {
+        return Some(library);
+    }
+    match registry::find(&wanted).ok()?.libraries() {
+        [only] => Some(only),
+        _ => None,
     }
 }
 

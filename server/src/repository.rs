@@ -727,7 +727,7 @@ fn prepare_version(
             device: &group.device,
             max_batch_size: requested_max,
             instances_on_device: group.count,
-            library: options.libraries.get(config.runtime.name()),
+            libraries: &options.libraries,
         };
         for _ in 0..group.count {
             let mut instance = config

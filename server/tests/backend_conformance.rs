@@ -1,6 +1,7 @@
-//! Every backend passes the same conformance cases (`tests/conformance/mod.rs`): ONNX Runtime
-//! and OpenVINO with their real libraries (from the repository's `.venv` wheels) on the CPU, and
-//! the fake runtime the repository and service tests use.
+//! Every backend passes the same conformance cases (`tests/conformance/mod.rs`): ONNX Runtime,
+//! OpenVINO and LiteRT with their real libraries (from the repository's `.venv` wheels) on the
+//! CPU, TensorFlow Lite's classic C API with the library scripts/make_tflite_fixtures.sh builds
+//! from TensorFlow Lite 1.15.5, and the fake runtime the repository and service tests use.
 
 mod common;
 mod conformance;
@@ -8,7 +9,8 @@ mod conformance;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use conformance::{onnx_model, Subject};
+use conformance::{onnx_model, searched_libraries, tflite_model, Subject};
+use inference_server::backend::library::LibraryPaths;
 
 /// One module of tests per subject, one test per case.
 macro_rules! conformance {
@@ -29,12 +31,14 @@ const ONNXRUNTIME: Subject = Subject {
     config: "backend = \"onnxruntime\"\ndevice = \"cpu\"\n[onnxruntime]\nintra_op_threads = 1\n",
     absent_device: Some("cuda:0"),
     model: onnx_model,
+    libraries: searched_libraries,
 };
 
 const OPENVINO: Subject = Subject {
     config: "backend = \"openvino\"\ndevice = \"CPU\"\n[openvino]\ninference_threads = 1\n",
     absent_device: Some("GPU.3"),
     model: onnx_model,
+    libraries: searched_libraries,
 };
 
 /// The fake runtime's versions of the test models (`model.fake` files, written once).
@@ -72,6 +76,38 @@ const FAKE: Subject = Subject {
     config: "backend = \"fake\"\ndevice = \"cpu\"\n",
     absent_device: Some("fake:9"),
     model: fake_model,
+    libraries: searched_libraries,
+};
+
+/// The TFLite test libraries made by scripts/make_tflite_fixtures.sh: TensorFlow Lite 1.15.5's
+/// classic C API and the fake libedgetpu (which, with no FAKE_EDGETPU_DEVICES, sees no Edge TPU).
+fn tflite_fixtures() -> LibraryPaths {
+    let dir = common::repo_root().join("target/tflite-fixtures");
+    assert!(
+        dir.join("libtensorflowlite_c.so").is_file(),
+        "{} is missing; run scripts/make_tflite_fixtures.sh",
+        dir.display()
+    );
+    let mut libraries = LibraryPaths::default();
+    libraries.insert("tflite", dir.clone());
+    libraries.insert("edgetpu", dir);
+    libraries
+}
+
+/// LiteRT is the default on the CPU (and an Edge TPU device takes the classic path).
+const LITERT: Subject = Subject {
+    config: "backend = \"tflite\"\ndevice = \"cpu\"\n[tflite]\nthreads = 1\n",
+    absent_device: Some("edgetpu:pci:7"),
+    model: tflite_model,
+    libraries: tflite_fixtures,
+};
+
+const TFLITE_CLASSIC: Subject = Subject {
+    config:
+        "backend = \"tflite\"\ndevice = \"cpu\"\n[tflite]\nruntime = \"classic\"\nthreads = 1\n",
+    absent_device: Some("edgetpu:usb:3"),
+    model: tflite_model,
+    libraries: tflite_fixtures,
 };
 
 conformance!(
@@ -117,6 +153,38 @@ conformance!(
         absent_device_is_device_unavailable,
     ]
 );
+
+// TFLite models have static shapes: no dynamic-batch cases. LiteRT lists a signature's outputs
+// by name (`product` before `sum`), so the output-order case is the classic API's.
+conformance!(
+    litert,
+    LITERT,
+    [
+        padded_and_split_batches,
+        unbatched,
+        wrong_input_is_invalid_input,
+        warm_up_runs,
+        absent_device_is_device_unavailable,
+    ]
+);
+
+conformance!(
+    tflite_classic,
+    TFLITE_CLASSIC,
+    [
+        padded_and_split_batches,
+        unbatched,
+        several_inputs_and_outputs,
+        wrong_input_is_invalid_input,
+        warm_up_runs,
+        absent_device_is_device_unavailable,
+    ]
+);
+
+#[test]
+fn litert_missing_library_is_a_clear_error() {
+    conformance::missing_library_is_a_clear_error("litert", "model.tflite", tflite_model("affine"));
+}
 
 #[test]
 fn onnxruntime_missing_library_is_a_clear_error() {

@@ -81,6 +81,7 @@ fn harness(batch: BatchSupport, dims: &[i64], config: BatchingConfig, instances:
             dims: dims.to_vec(),
         }],
         batch,
+        quantization: Default::default(),
     };
     let backends: Vec<Box<dyn Backend>> = (0..instances)
         .map(|_| {

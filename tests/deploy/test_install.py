@@ -42,7 +42,7 @@ FAKE_PI_CPUINFO = ROOT / "tests" / "data" / "telemetry" / "pi4-coral" / "proc" /
 def pins():
     text = (ROOT / "scripts" / "requirements.txt").read_text()
     return {name: re.search(rf"^{name}==(\S+)", text, re.M).group(1)
-            for name in ("onnxruntime", "openvino")}
+            for name in ("onnxruntime", "openvino", "ai-edge-litert")}
 
 
 def install(root, *args):
@@ -109,10 +109,12 @@ def test_the_install_puts_every_piece_in_place(installed):
     ort = opt / "lib" / "onnxruntime" / f"libonnxruntime.so.{versions['onnxruntime']}"
     ov = next((opt / "lib" / "openvino").glob("libopenvino_c.so*"))
     cpu_plugin = opt / "lib" / "openvino" / "libopenvino_intel_cpu_plugin.so"
-    for library in (ort, ov, cpu_plugin):
+    litert = opt / "lib" / "litert" / "libLiteRt.so"
+    for library in (ort, ov, cpu_plugin, litert):
         assert elf_machine(library) == ELF_MACHINES["amd64"], library
     assert (opt / "share" / "runtimes.txt").read_text() == (
-        f"onnxruntime {versions['onnxruntime']}\nopenvino {versions['openvino']}\n")
+        f"onnxruntime {versions['onnxruntime']}\nopenvino {versions['openvino']}\n"
+        f"ai-edge-litert {versions['ai-edge-litert']}\n")
     assert (opt / "share" / "install-manifest.txt").read_text().split() == list(MANIFEST)
     for path, source in MANIFEST.items():
         assert (root / path.lstrip("/")).read_bytes() == (ROOT / "deploy" / source).read_bytes()
@@ -251,16 +253,18 @@ def test_the_installed_service_runs_as_the_unit_starts_it(installed, tmp_path):
 
 
 def assert_private_runtimes_available(devices):
-    """`inference-server devices` found ONNX Runtime and OpenVINO's CPU in /opt/inference-server/lib."""
+    """`inference-server devices` found ONNX Runtime, OpenVINO's CPU and LiteRT in
+    /opt/inference-server/lib."""
     assert devices.returncode == 0, output(devices)
     for runtime, device, library in [("onnxruntime", "cpu", "onnxruntime/libonnxruntime.so"),
-                                     ("openvino", "CPU", "openvino/libopenvino_c.so")]:
+                                     ("openvino", "CPU", "openvino/libopenvino_c.so"),
+                                     ("tflite", "cpu", "litert/libLiteRt.so")]:
         line = next((l for l in devices.stdout.splitlines()
                      if l.split()[:3] == [runtime, device, "available"]), None)
         assert line and f"/opt/inference-server/lib/{library}" in line, output(devices)
 
 
-def test_the_installed_devices_command_finds_both_runtimes(installed):
+def test_the_installed_devices_command_finds_the_runtimes(installed):
     devices = subprocess.run(
         [str(IN_SYSTEM), str(installed), "/opt/inference-server/bin/inference-server", "devices",
          "--config", "/etc/inference-server/server.toml"],

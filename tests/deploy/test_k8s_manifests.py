@@ -70,7 +70,7 @@ SERVER_KEYS = {
     "device_health_interval",
     "max_message_size",
 }
-RUNTIME_TABLES = {"onnxruntime", "openvino"}
+RUNTIME_TABLES = {"onnxruntime", "openvino", "litert", "tflite", "edgetpu"}
 # After the drain, the gRPC and HTTP listeners get 2 s each to flush (SERVER_FLUSH, server/src/main.rs).
 LISTENER_FLUSH_S = 2 + 2
 

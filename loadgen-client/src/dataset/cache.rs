@@ -20,9 +20,9 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Uses (and creates) `root/<profile name>/`.
+    /// Uses (and creates) `root/<profile's cache name>/`.
     pub fn new(root: &Path, profile: &Profile) -> Result<Self, DatasetError> {
-        let dir = root.join(profile.name);
+        let dir = root.join(profile.cache_name());
         fs::create_dir_all(&dir).map_err(|source| DatasetError::Io {
             path: dir.clone(),
             source,

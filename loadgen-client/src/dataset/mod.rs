@@ -272,7 +272,7 @@ mod tests {
         };
         let first = open();
         first.load_samples_to_ram(&[0]).unwrap();
-        let entries: Vec<_> = std::fs::read_dir(cache_root.join(profile.name))
+        let entries: Vec<_> = std::fs::read_dir(cache_root.join(profile.cache_name()))
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();

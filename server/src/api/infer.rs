@@ -688,6 +688,7 @@ mod tests {
                 spec("prod", DataType::Fp32, &[3]),
             ],
             batch: BatchSupport::Dynamic { max: 4 },
+            quantization: Default::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The `inference.GRPCInferenceService` implementation: looks models up in the repository,
 //! validates and converts with [`super::infer`], submits to the model's scheduler and answers.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,15 +18,16 @@ use inference_proto::inference::{
     CudaSharedMemoryUnregisterResponse, LogSettingsRequest, LogSettingsResponse, ModelConfig,
     ModelConfigRequest, ModelConfigResponse, ModelDynamicBatching, ModelInferRequest,
     ModelInferResponse, ModelInput, ModelInstanceGroup, ModelMetadataRequest,
-    ModelMetadataResponse, ModelOutput, ModelQueuePolicy, ModelReadyRequest, ModelReadyResponse,
-    ModelStatisticsRequest, ModelStatisticsResponse, ModelStreamInferResponse, ModelVersionPolicy,
-    RepositoryIndexRequest, RepositoryIndexResponse, RepositoryModelLoadRequest,
-    RepositoryModelLoadResponse, RepositoryModelUnloadRequest, RepositoryModelUnloadResponse,
-    ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse,
-    ServerReadyRequest, ServerReadyResponse, SystemSharedMemoryRegisterRequest,
-    SystemSharedMemoryRegisterResponse, SystemSharedMemoryStatusRequest,
-    SystemSharedMemoryStatusResponse, SystemSharedMemoryUnregisterRequest,
-    SystemSharedMemoryUnregisterResponse, TraceSettingRequest, TraceSettingResponse,
+    ModelMetadataResponse, ModelOutput, ModelParameter, ModelQueuePolicy, ModelReadyRequest,
+    ModelReadyResponse, ModelStatisticsRequest, ModelStatisticsResponse, ModelStreamInferResponse,
+    ModelVersionPolicy, RepositoryIndexRequest, RepositoryIndexResponse,
+    RepositoryModelLoadRequest, RepositoryModelLoadResponse, RepositoryModelUnloadRequest,
+    RepositoryModelUnloadResponse, ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest,
+    ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse,
+    SystemSharedMemoryRegisterRequest, SystemSharedMemoryRegisterResponse,
+    SystemSharedMemoryStatusRequest, SystemSharedMemoryStatusResponse,
+    SystemSharedMemoryUnregisterRequest, SystemSharedMemoryUnregisterResponse, TraceSettingRequest,
+    TraceSettingResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -414,19 +416,35 @@ fn triton_config(model: &ServedModel) -> ModelConfig {
             .collect(),
         default_model_filename: model.files.model_file_name(),
         scheduling_choice: dynamic_batching,
-        parameters: [(
-            "device".to_string(),
-            inference_proto::inference::ModelParameter {
-                string_value: config
-                    .instance_groups
-                    .iter()
-                    .map(|g| g.device.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            },
-        )]
-        .into(),
+        parameters: model_parameters(model),
     }
+}
+
+/// ModelConfig's parameters: the devices, and each quantized tensor's `quantization.<name>.scale`
+/// and `.zero_point` (real = scale × (q − zero_point)).
+fn model_parameters(model: &ServedModel) -> HashMap<String, ModelParameter> {
+    let text = |value: String| ModelParameter {
+        string_value: value,
+    };
+    let devices = model
+        .config
+        .instance_groups
+        .iter()
+        .map(|g| g.device.name.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut parameters = HashMap::from([("device".to_string(), text(devices))]);
+    for (tensor, q) in &model.signature.quantization {
+        parameters.insert(
+            format!("quantization.{tensor}.scale"),
+            text(q.scale.to_string()),
+        );
+        parameters.insert(
+            format!("quantization.{tensor}.zero_point"),
+            text(q.zero_point.to_string()),
+        );
+    }
+    parameters
 }
 
 type InferStream = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;

@@ -167,23 +167,17 @@ impl ProbeEnv {
 /// Coral Edge TPU USB ids: before (Global Unichip) and after (Google) its firmware is loaded.
 pub const EDGETPU_USB_IDS: [(&str, &str); 2] = [("1a6e", "089a"), ("18d1", "9302")];
 
-/// Every runtime's report lines, then accelerators this build has no backend for.
+/// Every runtime's report lines.
 pub fn list_devices(libraries: &LibraryPaths) -> Vec<DeviceReport> {
     probe_all(&ProbeEnv::system(), libraries)
 }
 
 /// [`list_devices`] against an explicit environment (testable).
 pub fn probe_all(env: &ProbeEnv, libraries: &LibraryPaths) -> Vec<DeviceReport> {
-    let mut out: Vec<DeviceReport> = registry::runtimes()
+    registry::runtimes()
         .into_iter()
-        .flat_map(|runtime| runtime.probe(env, libraries.get(runtime.name())))
-        .collect();
-    out.push(DeviceReport {
-        backend: "(none yet)",
-        device: "edgetpu:0".to_string(),
-        status: probe_edgetpu(env),
-    });
-    out
+        .flat_map(|runtime| runtime.probe(env, libraries))
+        .collect()
 }
 
 /// NVIDIA driver presence: `Ok(evidence)` or `Err(why not)`.
@@ -202,32 +196,6 @@ pub fn nvidia_driver(env: &ProbeEnv) -> Result<String, String> {
             "no NVIDIA GPU driver: /dev/nvidia0 absent and libcuda.so.1 not found in {}",
             env.lib_dirs_label()
         )),
-    }
-}
-
-fn probe_edgetpu(env: &ProbeEnv) -> DeviceStatus {
-    let usb = env.usb_ids();
-    let usb_hit = EDGETPU_USB_IDS
-        .iter()
-        .find(|(v, p)| usb.iter().any(|(uv, up)| uv == v && up == p));
-    let apex = env.dev_nodes("apex_");
-    let hardware = match (apex.first(), usb_hit) {
-        (Some(node), _) => Some(format!("PCIe/M.2 /dev/{node}")),
-        (None, Some((v, p))) => Some(format!("USB {v}:{p}")),
-        (None, None) => None,
-    };
-    let lib = env.find_library("libedgetpu.so.1");
-    match (hardware, lib) {
-        (None, _) => DeviceStatus::Unavailable {
-            reason: "no Coral Edge TPU found (no /dev/apex_*, no USB device 1a6e:089a or 18d1:9302)".into(),
-        },
-        (Some(hw), None) => DeviceStatus::Unavailable {
-            reason: format!(
-                "Edge TPU present ({hw}) but libedgetpu.so.1 not found in {}; install libedgetpu1-std",
-                env.lib_dirs_label()
-            ),
-        },
-        (Some(hw), Some(lib)) => DeviceStatus::Detected { detail: format!("{hw}, {}", lib.display()) },
     }
 }
 
@@ -251,27 +219,6 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("idVendor"), format!("{vendor}\n")).unwrap();
         std::fs::write(dir.join("idProduct"), format!("{product}\n")).unwrap();
-    }
-
-    #[test]
-    fn edgetpu_probe_detects_usb_and_pcie_sticks_and_names_the_missing_library() {
-        let tmp = tempfile::tempdir().unwrap();
-        let env = fake_env(tmp.path());
-        let status = probe_edgetpu(&env).to_string();
-        assert!(status.contains("no Coral Edge TPU found"), "{status}");
-        add_usb(tmp.path(), "1-1", "18d1", "9302");
-        let tpu = probe_edgetpu(&env).to_string();
-        assert!(
-            tpu.contains("USB 18d1:9302") && tpu.contains("libedgetpu.so.1 not found"),
-            "{tpu}"
-        );
-        std::fs::write(tmp.path().join("lib/libedgetpu.so.1"), b"").unwrap();
-        std::fs::write(tmp.path().join("dev/apex_0"), b"").unwrap();
-        let tpu = probe_edgetpu(&env);
-        assert!(
-            matches!(&tpu, DeviceStatus::Detected { detail } if detail.contains("/dev/apex_0")),
-            "{tpu}"
-        );
     }
 
     #[test]

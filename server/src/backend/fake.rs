@@ -18,13 +18,14 @@
 //! fail_on = 13.0                  # a run whose first input value is this fails (INTERNAL)
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use inference_proto::DataType;
 use serde::Deserialize;
 
 use super::devices::{DeviceReport, DeviceStatus, ProbeEnv};
+use super::library::LibraryPaths;
 use super::runtime::{
     ConfigTable, DeviceInfo, DeviceKind, LoadRequest, ModelLayout, ModelRuntime, Runtime,
 };
@@ -217,6 +218,10 @@ impl Runtime for Fake {
         "fake"
     }
 
+    fn libraries(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     fn platform(&self) -> &'static str {
         "fake"
     }
@@ -258,7 +263,7 @@ impl Runtime for Fake {
         }))
     }
 
-    fn probe(&self, _env: &ProbeEnv, _library: Option<&Path>) -> Vec<DeviceReport> {
+    fn probe(&self, _env: &ProbeEnv, _libraries: &LibraryPaths) -> Vec<DeviceReport> {
         vec![DeviceReport {
             backend: "fake",
             device: "cpu".into(),

@@ -30,17 +30,26 @@ pub struct RuntimeLibrary {
     pub env_var: &'static str,
     /// File name stem: matches `<stem>` and `<stem>.<version>`, e.g. `libonnxruntime.so`.
     pub file_stem: &'static str,
-    /// Python module whose package folder holds the library, e.g. `onnxruntime`.
-    pub python_module: &'static str,
-    /// Folder inside the Python package that holds the library, e.g. `capi`.
-    pub wheel_subdir: &'static str,
-    /// PyPI package to suggest, e.g. `onnxruntime`.
-    pub pip_package: &'static str,
+    /// The Python wheel that ships it, when one does (searched last).
+    pub wheel: Option<Wheel>,
+    /// How to get it, for the "not found" message, e.g. "`pip install onnxruntime` (...)".
+    pub install: &'static str,
 }
 
-/// The runtime libraries the server's settings name, by runtime name (`[onnxruntime] library =`
-/// in the server config, `--runtime-library onnxruntime=PATH`); each comes before its runtime's
-/// usual search.
+/// A Python wheel that ships a runtime library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wheel {
+    /// Python module whose package folder holds the library, e.g. `onnxruntime`.
+    pub python_module: &'static str,
+    /// Folder inside the Python package that holds the library, e.g. `capi` (`""`: the package's own).
+    pub subdir: &'static str,
+}
+
+/// The runtime libraries the server's settings name, by library name (`[onnxruntime] library =`
+/// in the server config, `--runtime-library onnxruntime=PATH`); each comes before its library's
+/// usual search. A runtime declares the names of its libraries ([`Runtime::libraries`]).
+///
+/// [`Runtime::libraries`]: crate::backend::runtime::Runtime::libraries
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LibraryPaths(BTreeMap<String, PathBuf>);
 
@@ -120,9 +129,8 @@ impl fmt::Display for LibraryNotFound {
         }
         write!(
             f,
-            "fix: `pip install {}` (in the server's virtualenv or for python3), or install the library \
-             system-wide, or set {} (or the config's library path) to the full path of {}.<version>",
-            lib.pip_package, lib.env_var, lib.file_stem
+            "fix: {}, or set {} (or the config's library path) to the full path of {}.<version>",
+            lib.install, lib.env_var, lib.file_stem
         )
     }
 }
@@ -264,9 +272,12 @@ impl LibrarySearch {
             }
         }
 
+        let Some(wheel) = lib.wheel else {
+            return Err(fail(tried));
+        };
         for python in &self.pythons {
             let label = python.display().to_string();
-            match ask_python(lib, python) {
+            match ask_python(wheel, lib, python) {
                 Ok(found) => return Ok(found),
                 Err(why) => tried.push(Attempt {
                     place: format!("Python `{label}`"),
@@ -340,13 +351,13 @@ pub fn version_from_file_name(lib: RuntimeLibrary, name: &str) -> Option<String>
 }
 
 /// Asks `python` where its installation of the wheel keeps the library.
-fn ask_python(lib: RuntimeLibrary, python: &Path) -> Result<FoundLibrary, String> {
+fn ask_python(wheel: Wheel, lib: RuntimeLibrary, python: &Path) -> Result<FoundLibrary, String> {
     if python.components().count() > 1 && !python.exists() {
         return Err("no such interpreter".into());
     }
     let script = format!(
         "import os, {m}; print(os.path.dirname({m}.__file__)); print(getattr({m}, '__version__', ''))",
-        m = lib.python_module
+        m = wheel.python_module
     );
     let output = Command::new(python)
         .arg("-c")
@@ -364,7 +375,7 @@ fn ask_python(lib: RuntimeLibrary, python: &Path) -> Result<FoundLibrary, String
             .unwrap_or("failed");
         return Err(format!(
             "cannot import {}: {}",
-            lib.python_module,
+            wheel.python_module,
             last.trim()
         ));
     }
@@ -375,7 +386,7 @@ fn ask_python(lib: RuntimeLibrary, python: &Path) -> Result<FoundLibrary, String
         .next()
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty());
-    let dir = package_dir.join(lib.wheel_subdir);
+    let dir = package_dir.join(wheel.subdir);
     // Prefer the exact `<stem>.<wheel version>`, else whatever versioned file the folder has.
     if let Some(version) = &wheel_version {
         let exact = dir.join(format!("{}.{version}", lib.file_stem));
@@ -406,14 +417,7 @@ fn ask_python(lib: RuntimeLibrary, python: &Path) -> Result<FoundLibrary, String
 mod tests {
     use super::*;
 
-    const ONNXRUNTIME: RuntimeLibrary = RuntimeLibrary {
-        display_name: "ONNX Runtime",
-        env_var: "ORT_DYLIB_PATH",
-        file_stem: "libonnxruntime.so",
-        python_module: "onnxruntime",
-        wheel_subdir: "capi",
-        pip_package: "onnxruntime",
-    };
+    const ONNXRUNTIME: RuntimeLibrary = crate::backend::onnxruntime::environment::ONNXRUNTIME;
 
     fn touch(path: &Path) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -12,6 +12,19 @@
 //! [`library`] finds native runtime libraries at run time (nothing is linked at build time) and
 //! [`devices`] holds the probing helpers and the `inference-server devices` report.
 
+/// Fills a struct of C function pointers from a library opened with `libloading`: each
+/// `field = "symbol"` pair, in `unsafe` code whose caller vouches for the signatures. A missing
+/// symbol returns `Err(String)` from the enclosing function, naming it and adding `$hint`.
+macro_rules! bind_functions {
+    ($lib:expr, $functions:ident, $hint:expr, $($field:ident = $name:literal),+ $(,)?) => {
+        $functions {
+            $($field: *$lib
+                .get(concat!($name, "\0").as_bytes())
+                .map_err(|e| format!("the library lacks {} ({e}); {}", $name, $hint))?,)+
+        }
+    };
+}
+
 pub mod devices;
 #[cfg(feature = "test-backend")]
 pub mod fake;
@@ -20,6 +33,9 @@ pub mod onnxruntime;
 pub mod openvino;
 pub mod registry;
 pub mod runtime;
+pub mod tflite;
+
+use std::collections::BTreeMap;
 
 use inference_proto::DataType;
 
@@ -46,12 +62,22 @@ pub enum BatchSupport {
     Unbatched,
 }
 
+/// How a quantized tensor's integers map to real values: `real = scale × (q − zero_point)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quantization {
+    pub scale: f32,
+    pub zero_point: i64,
+}
+
 /// What a loaded instance exposes and accepts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSignature {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
     pub batch: BatchSupport,
+    /// The quantization of the quantized inputs and outputs, by name (reported in ModelConfig so
+    /// that clients can quantize and dequantize).
+    pub quantization: BTreeMap<String, Quantization>,
 }
 
 impl ModelSignature {
@@ -82,6 +108,7 @@ impl ModelSignature {
             inputs: strip(inputs),
             outputs: strip(outputs),
             batch,
+            quantization: BTreeMap::new(),
         })
     }
 }
@@ -263,6 +290,7 @@ mod tests {
             inputs: vec![spec(&[3, -1])],
             outputs: vec![],
             batch,
+            quantization: BTreeMap::new(),
         };
         let shapes = |batch| {
             zero_inputs(&signature(batch))

@@ -5,8 +5,11 @@ use super::runtime::Runtime;
 /// Every runtime of this build, the default (`backend` left out of a config) first.
 pub fn runtimes() -> Vec<&'static dyn Runtime> {
     #[allow(unused_mut)] // the test backend is added only in test builds
-    let mut all: Vec<&'static dyn Runtime> =
-        vec![&super::onnxruntime::OnnxRuntime, &super::openvino::OpenVino];
+    let mut all: Vec<&'static dyn Runtime> = vec![
+        &super::onnxruntime::OnnxRuntime,
+        &super::openvino::OpenVino,
+        &super::tflite::Tflite,
+    ];
     #[cfg(feature = "test-backend")]
     all.push(&super::fake::Fake);
     all
@@ -24,6 +27,14 @@ pub fn find(name: &str) -> Result<&'static dyn Runtime, UnknownBackend> {
 /// The runtime used when a config names none.
 pub fn default_runtime() -> &'static dyn Runtime {
     runtimes()[0]
+}
+
+/// The names of every native library the runtimes load (`[NAME] library` in the server config).
+pub fn library_names() -> Vec<&'static str> {
+    runtimes()
+        .iter()
+        .flat_map(|r| r.libraries().iter().copied())
+        .collect()
 }
 
 /// The names of every runtime, for messages.
@@ -46,7 +57,7 @@ mod tests {
         assert_eq!(find(" ORT ").unwrap().name(), "onnxruntime");
         assert_eq!(find("openvino").unwrap().name(), "openvino");
         let err = find("tensorflow").unwrap_err().to_string();
-        assert!(err.contains("onnxruntime, openvino"), "{err}");
+        assert!(err.contains("onnxruntime, openvino, tflite"), "{err}");
         assert_eq!(default_runtime().name(), "onnxruntime");
     }
 

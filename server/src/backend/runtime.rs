@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::devices::{DeviceReport, ProbeEnv};
+use super::library::LibraryPaths;
 use super::{Backend, BackendError};
 
 /// The deserializer of a runtime's own table in a model's `config.toml` (`[onnxruntime]`, ...).
@@ -89,8 +90,9 @@ pub struct LoadRequest<'a> {
     pub max_batch_size: usize,
     /// Instances of this model loaded on the same device, which share its threads.
     pub instances_on_device: usize,
-    /// The runtime library the server config names (`[<runtime>] library`), before the usual search.
-    pub library: Option<&'a Path>,
+    /// The runtime libraries the server config names (`[<library>] library`), each tried before
+    /// its usual search.
+    pub libraries: &'a LibraryPaths,
 }
 
 /// A runtime's settings for one model (its `config.toml` table), which loads the instances.
@@ -108,6 +110,10 @@ pub trait Runtime: Sync + fmt::Debug {
     fn aliases(&self) -> &'static [&'static str] {
         &[]
     }
+
+    /// The names of the native libraries it loads (`onnxruntime`, ...): each may be given in the
+    /// server config (`[NAME] library = PATH`) or with `--runtime-library NAME=PATH`.
+    fn libraries(&self) -> &'static [&'static str];
 
     /// Triton's platform string, reported by ModelMetadata and ModelConfig.
     fn platform(&self) -> &'static str;
@@ -133,7 +139,7 @@ pub trait Runtime: Sync + fmt::Debug {
 
     /// The lines of `inference-server devices` for this runtime: its library and version, and
     /// each device it can or cannot use, with why.
-    fn probe(&self, env: &ProbeEnv, library: Option<&Path>) -> Vec<DeviceReport>;
+    fn probe(&self, env: &ProbeEnv, libraries: &LibraryPaths) -> Vec<DeviceReport>;
 }
 
 #[cfg(test)]

@@ -309,6 +309,7 @@ mod tests {
             inputs: vec![spec.clone()],
             outputs: vec![spec],
             batch,
+            quantization: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use inference_proto::DataType;
+use inference_server::backend::library::LibraryPaths;
 use inference_server::backend::runtime::{LoadRequest, ModelFiles};
 use inference_server::backend::{Backend, BackendError};
 use inference_server::model_config::ModelConfig;
@@ -39,7 +40,7 @@ pub fn models_dir() -> &'static Path {
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
         assert!(
             output.status.success(),
-            "make_test_models.py failed (needs numpy and onnx: pip install -r scripts/requirements.txt):\n{}",
+            "make_test_models.py failed (needs numpy, onnx and flatbuffers: pip install -r scripts/requirements.txt):\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
         dir
@@ -93,6 +94,16 @@ pub fn load_backend(
     path: &Path,
     max_batch_size: usize,
 ) -> Result<Box<dyn Backend>, BackendError> {
+    load_backend_with(config, path, max_batch_size, &LibraryPaths::default())
+}
+
+/// [`load_backend`] with runtime libraries named, as the server config would.
+pub fn load_backend_with(
+    config: &str,
+    path: &Path,
+    max_batch_size: usize,
+    libraries: &LibraryPaths,
+) -> Result<Box<dyn Backend>, BackendError> {
     let parsed = ModelConfig::parse(Path::new("test/config.toml"), config)
         .unwrap_or_else(|e| panic!("test config does not parse: {e:?}"));
     let group = &parsed.instance_groups[0];
@@ -102,6 +113,6 @@ pub fn load_backend(
         device: &group.device,
         max_batch_size,
         instances_on_device: group.count,
-        library: None,
+        libraries,
     })
 }

@@ -2,9 +2,10 @@
 //! [`Subject`] under test. `tests/backend_conformance.rs` runs them for ONNX Runtime, OpenVINO
 //! and the fake runtime; a new backend adds one `conformance!` line there.
 //!
-//! The models are the tiny ONNX files of `scripts/make_test_models.py` (`y = 2x + 1`, fixed
-//! batch, unbatched, two inputs and outputs), or, for a runtime that cannot read ONNX, what its
-//! [`Subject::model`] writes. Outputs must equal the analytic reference within [`TOLERANCE`].
+//! The models are the tiny ONNX (and TFLite) files of `scripts/make_test_models.py`
+//! (`y = 2x + 1`, fixed batch, unbatched, two inputs and outputs), or, for a runtime that reads
+//! neither, what its [`Subject::model`] writes. Outputs must equal the analytic reference within
+//! [`TOLERANCE`]. A runtime whose models have static shapes (TFLite) skips the dynamic-batch cases.
 #![allow(dead_code)] // each case is used by the subjects that support it
 
 use std::path::PathBuf;
@@ -15,7 +16,9 @@ use inference_server::backend::{zero_inputs, Backend, BackendError, BatchSupport
 use inference_server::scheduler::{BatchingConfig, InferError, InferenceRequest, ModelScheduler};
 use inference_server::tensor::Tensor;
 
-use crate::common::{f32_tensor, f32_values, load_backend, model, repo_root};
+use inference_server::backend::library::LibraryPaths;
+
+use crate::common::{f32_tensor, f32_values, load_backend_with, model, repo_root};
 
 /// Largest relative difference allowed between a backend's output and the reference.
 pub const TOLERANCE: f32 = 1e-5;
@@ -28,6 +31,8 @@ pub struct Subject {
     pub absent_device: Option<&'static str>,
     /// Writes (or finds) the named test model and returns its path.
     pub model: fn(&str) -> PathBuf,
+    /// The runtime libraries to use, as the server config would name them.
+    pub libraries: fn() -> LibraryPaths,
 }
 
 /// The generated ONNX test model `name`.onnx.
@@ -35,10 +40,34 @@ pub fn onnx_model(name: &str) -> PathBuf {
     model(&format!("{name}.onnx"))
 }
 
+/// The generated TFLite test model `name`.tflite (static shapes: `affine` is `[1, 4]`).
+pub fn tflite_model(name: &str) -> PathBuf {
+    model(&format!("{name}.tflite"))
+}
+
+/// The libraries each runtime finds by itself.
+pub fn searched_libraries() -> LibraryPaths {
+    LibraryPaths::default()
+}
+
 impl Subject {
     fn load(&self, name: &str, max_batch_size: usize) -> Box<dyn Backend> {
-        load_backend(self.config, &(self.model)(name), max_batch_size)
+        self.try_load(self.config, name, max_batch_size)
             .unwrap_or_else(|e| panic!("{name} does not load: {e}"))
+    }
+
+    fn try_load(
+        &self,
+        config: &str,
+        name: &str,
+        max_batch_size: usize,
+    ) -> Result<Box<dyn Backend>, BackendError> {
+        load_backend_with(
+            config,
+            &(self.model)(name),
+            max_batch_size,
+            &(self.libraries)(),
+        )
     }
 }
 
@@ -210,7 +239,7 @@ pub fn absent_device_is_device_unavailable(subject: &Subject) {
         .chain(subject.config.lines().filter(|l| !l.starts_with("device")))
         .collect::<Vec<_>>()
         .join("\n");
-    match load_backend(&config, &(subject.model)("affine"), 8) {
+    match subject.try_load(&config, "affine", 8) {
         Err(BackendError::DeviceUnavailable {
             device: named,
             reason,

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::backend::library::{self, FoundLibrary, RuntimeLibrary};
+use crate::backend::library::{self, FoundLibrary, RuntimeLibrary, Wheel};
 use crate::backend::BackendError;
 
 /// ONNX Runtime as shipped by the `onnxruntime` (and `onnxruntime-gpu`) wheels or system packages.
@@ -12,9 +12,11 @@ pub const ONNXRUNTIME: RuntimeLibrary = RuntimeLibrary {
     display_name: "ONNX Runtime",
     env_var: "ORT_DYLIB_PATH",
     file_stem: "libonnxruntime.so",
-    python_module: "onnxruntime",
-    wheel_subdir: "capi",
-    pip_package: "onnxruntime",
+    wheel: Some(Wheel {
+        python_module: "onnxruntime",
+        subdir: "capi",
+    }),
+    install: "`pip install onnxruntime` (in the server's virtualenv or for python3), or install the library system-wide",
 };
 
 /// ONNX Runtime, loaded and initialised for this process.

@@ -15,17 +15,20 @@ mod probe;
 pub mod session;
 
 use std::fmt;
-use std::path::Path;
 
 use serde::Deserialize;
 
 use super::devices::{DeviceReport, ProbeEnv};
+use super::library::LibraryPaths;
 use super::runtime::{
     ConfigTable, DeviceInfo, DeviceKind, LoadRequest, ModelLayout, ModelRuntime, Runtime,
 };
 use super::{Backend, BackendError};
 
 pub use session::OnnxRuntimeBackend;
+
+/// The name of ONNX Runtime's library in the server settings (`[onnxruntime] library`).
+pub const LIBRARY: &str = "onnxruntime";
 
 /// The ONNX Runtime [`Runtime`].
 #[derive(Debug)]
@@ -120,6 +123,10 @@ impl Runtime for OnnxRuntime {
         &["ort", "onnx"]
     }
 
+    fn libraries(&self) -> &'static [&'static str] {
+        &[LIBRARY]
+    }
+
     fn platform(&self) -> &'static str {
         "onnxruntime_onnx"
     }
@@ -164,10 +171,10 @@ impl Runtime for OnnxRuntime {
         Ok(Box::new(settings))
     }
 
-    fn probe(&self, env: &ProbeEnv, library: Option<&Path>) -> Vec<DeviceReport> {
+    fn probe(&self, env: &ProbeEnv, libraries: &LibraryPaths) -> Vec<DeviceReport> {
         probe::probe(
             env,
-            environment::load(library)
+            environment::load(libraries.get(LIBRARY))
                 .as_ref()
                 .map_err(ToString::to_string),
         )

@@ -70,7 +70,7 @@ impl OnnxRuntimeBackend {
             }
         })?;
         let label = device.to_string();
-        let runtime = environment::load(request.library)?;
+        let runtime = environment::load(request.libraries.get(super::LIBRARY))?;
         let unavailable = |reason: String| BackendError::DeviceUnavailable {
             device: label.clone(),
             reason,

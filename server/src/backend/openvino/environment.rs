@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::{ffi, legacy};
-use crate::backend::library::{self, FoundLibrary, RuntimeLibrary};
+use crate::backend::library::{self, FoundLibrary, RuntimeLibrary, Wheel};
 use crate::backend::BackendError;
 
 /// OpenVINO's C library as the `openvino` wheel, Intel's archives and system packages ship it.
@@ -17,9 +17,11 @@ pub const OPENVINO: RuntimeLibrary = RuntimeLibrary {
     display_name: "OpenVINO",
     env_var: "OPENVINO_LIBRARY",
     file_stem: "libopenvino_c.so",
-    python_module: "openvino",
-    wheel_subdir: "libs",
-    pip_package: "openvino",
+    wheel: Some(Wheel {
+        python_module: "openvino",
+        subdir: "libs",
+    }),
+    install: "`pip install openvino` (in the server's virtualenv or for python3), or install the library system-wide",
 };
 
 /// The oldest current OpenVINO the `openvino-sys` binding takes.

@@ -203,16 +203,6 @@ impl Drop for Library {
     }
 }
 
-macro_rules! symbols {
-    ($lib:expr, $($field:ident = $name:literal),+ $(,)?) => {
-        Functions {
-            $($field: *$lib
-                .get(concat!($name, "\0").as_bytes())
-                .map_err(|e| format!("the library lacks {} ({e}); is it OpenVINO 2022.3?", $name))?,)+
-        }
-    };
-}
-
 impl Library {
     /// Binds the 2022.3 C API of the library at `path` and creates a core.
     pub fn open(path: &Path) -> Result<Self, String> {
@@ -220,8 +210,10 @@ impl Library {
         // SAFETY: each symbol is declared with its 2022.3 signature; the pointers stay valid
         // while `lib` is loaded, and `lib` is kept in the struct beside them.
         let fns = unsafe {
-            symbols!(
+            bind_functions!(
                 lib,
+                Functions,
+                "is it OpenVINO 2022.3?",
                 error_info = "ov_get_error_info",
                 free = "ov_free",
                 core_create = "ov_core_create",
@@ -486,6 +478,7 @@ pub fn load(
             inputs: Vec::new(),
             outputs: Vec::new(),
             batch: crate::backend::BatchSupport::Unbatched,
+            quantization: Default::default(),
         },
     };
     let lib = library.as_ref();

@@ -29,12 +29,13 @@ mod instance;
 pub mod legacy;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use inference_proto::DataType;
 use serde::Deserialize;
 
 use super::devices::{DeviceReport, DeviceStatus, ProbeEnv};
+use super::library::LibraryPaths;
 use super::runtime::{
     ConfigTable, DeviceInfo, DeviceKind, LoadRequest, ModelLayout, ModelRuntime, Runtime,
 };
@@ -45,6 +46,9 @@ pub use instance::OpenVinoBackend;
 /// The OpenVINO [`Runtime`].
 #[derive(Debug)]
 pub struct OpenVino;
+
+/// The name of OpenVINO's library in the server settings (`[openvino] library`).
+pub const LIBRARY: &str = "openvino";
 
 /// Intel Neural Compute Stick 2 (Movidius Myriad X) on USB.
 pub const NCS2_USB_ID: (&str, &str) = ("03e7", "2485");
@@ -196,7 +200,7 @@ impl OvSettings {
 
 impl ModelRuntime for OvSettings {
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn Backend>, BackendError> {
-        let library = environment::load(request.library)?;
+        let library = environment::load(request.libraries.get(LIBRARY))?;
         match &library.binding {
             environment::Binding::Current(core) => {
                 OpenVinoBackend::load(core, &library, request, self)
@@ -234,6 +238,10 @@ fn needs_static_shapes(device: &str) -> bool {
 impl Runtime for OpenVino {
     fn name(&self) -> &'static str {
         "openvino"
+    }
+
+    fn libraries(&self) -> &'static [&'static str] {
+        &[LIBRARY]
     }
 
     fn platform(&self) -> &'static str {
@@ -288,7 +296,8 @@ impl Runtime for OpenVino {
         Ok(Box::new(settings))
     }
 
-    fn probe(&self, env: &ProbeEnv, library: Option<&Path>) -> Vec<DeviceReport> {
+    fn probe(&self, env: &ProbeEnv, libraries: &LibraryPaths) -> Vec<DeviceReport> {
+        let library = libraries.get(LIBRARY);
         let report = |device: &str, status| DeviceReport {
             backend: "openvino",
             device: device.to_string(),
