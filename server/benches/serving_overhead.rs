@@ -1,5 +1,6 @@
 //! Serving-overhead benchmark: what the server costs on top of the bare runtime, for each
-//! backend asked for (`--backend onnxruntime,openvino`), and how the backends compare.
+//! backend asked for (`--backend onnxruntime,openvino` on an ONNX model, `--backend tflite,openvino`
+//! on a `.tflite` one), and how the backends compare.
 //!
 //! On one model and in one run it measures, per backend,
 //! - **in-process**: the server's own backend code (loaded from the same `config.toml` text as
@@ -41,7 +42,7 @@ use inference_server::api::infer::BATCH_SIZE_PARAMETER;
 use inference_server::backend::library::LibraryPaths;
 use inference_server::backend::runtime::{LoadRequest, ModelFiles};
 use inference_server::backend::{
-    onnxruntime, openvino, Backend, BackendError, BatchSupport, TensorSpec,
+    onnxruntime, openvino, tflite, Backend, BackendError, BatchSupport, TensorSpec,
 };
 use inference_server::model_config::ModelConfig;
 use inference_server::tensor::Tensor;
@@ -56,6 +57,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest allowed difference between server and in-process outputs, relative to the largest
 /// in-process output magnitude (at least 1).
 const OUTPUT_TOLERANCE: f32 = 1e-3;
+/// Largest difference, in quantization steps, between two runtimes' UINT8 outputs.
+const QUANTIZED_TOLERANCE: u8 = 8;
 
 /// Options of the serving-overhead benchmark.
 #[derive(Debug, Parser)]
@@ -247,11 +250,11 @@ impl Settings {
         if let Some(unknown) = args
             .backends
             .iter()
-            .find(|b| !["onnxruntime", "openvino"].contains(&b.as_str()))
+            .find(|b| !["onnxruntime", "openvino", "tflite"].contains(&b.as_str()))
         {
             return Err(BenchError::Option {
                 option: "backend",
-                message: format!("'{unknown}' is not onnxruntime or openvino"),
+                message: format!("'{unknown}' is not onnxruntime, openvino or tflite"),
             });
         }
         Ok(Settings {
@@ -329,13 +332,19 @@ fn model_file(path: &Path) -> Result<PathBuf, BenchError> {
         return Ok(path);
     }
     let entries = std::fs::read_dir(&path).map_err(|err| model_error(err.to_string()))?;
+    let model_in = |version: u64| {
+        ["model.onnx", "model.tflite"]
+            .iter()
+            .map(|name| path.join(version.to_string()).join(name))
+            .find(|file| file.is_file())
+    };
     let version = entries
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u64>().ok())
-        .filter(|version| path.join(version.to_string()).join("model.onnx").is_file())
+        .filter(|version| model_in(*version).is_some())
         .max()
-        .ok_or_else(|| model_error("no <version>/model.onnx inside".into()))?;
-    Ok(path.join(version.to_string()).join("model.onnx"))
+        .ok_or_else(|| model_error("no <version>/model.onnx or model.tflite inside".into()))?;
+    model_in(version).ok_or_else(|| model_error("the model file vanished".into()))
 }
 
 /// One line of the table: what runs (on the `backend`-th backend), and which row it is
@@ -489,15 +498,16 @@ struct Workload {
 }
 
 impl Workload {
-    /// Deterministic pseudo-random FP32 inputs in [-1, 1) for every model input.
+    /// Deterministic pseudo-random inputs for every model input: FP32 in [-1, 1), or UINT8
+    /// bytes (pixels of a quantized model).
     fn new(inputs: &[TensorSpec], batch: usize) -> Result<Self, String> {
         let mut state: u32 = 0x9E37_79B9;
         let mut single = Vec::with_capacity(inputs.len());
         let mut batched = Vec::with_capacity(inputs.len());
         for spec in inputs {
-            if spec.datatype != DataType::Fp32 {
+            if !matches!(spec.datatype, DataType::Fp32 | DataType::Uint8) {
                 return Err(format!(
-                    "input '{}' is {}; this bench generates FP32 inputs only",
+                    "input '{}' is {}; this bench generates FP32 and UINT8 inputs only",
                     spec.name, spec.datatype
                 ));
             }
@@ -513,18 +523,23 @@ impl Workload {
                     spec.name, spec.dims
                 ));
             };
-            let data: Vec<u8> = (0..elements)
-                .flat_map(|_| {
-                    // xorshift32: cheap, deterministic, no dependency.
-                    state ^= state << 13;
-                    state ^= state >> 17;
-                    state ^= state << 5;
-                    (state as f32 / u32::MAX as f32 * 2.0 - 1.0).to_le_bytes()
-                })
-                .collect();
+            let mut next = || {
+                // xorshift32: cheap, deterministic, no dependency.
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state
+            };
+            let data: Vec<u8> = if spec.datatype == DataType::Uint8 {
+                (0..elements).map(|_| (next() >> 24) as u8).collect()
+            } else {
+                (0..elements)
+                    .flat_map(|_| (next() as f32 / u32::MAX as f32 * 2.0 - 1.0).to_le_bytes())
+                    .collect()
+            };
             let tensor = |batch: usize, data: Vec<u8>| Tensor {
                 name: spec.name.clone(),
-                datatype: DataType::Fp32,
+                datatype: spec.datatype,
                 shape: std::iter::once(batch as i64)
                     .chain(spec.dims.iter().copied())
                     .collect(),
@@ -564,19 +579,26 @@ impl Workload {
     }
 }
 
-/// Runs `backend` back to back on `inputs` (B samples each) for `duration`.
+/// Runs `backend` back to back on batches of `batch` samples for `duration`: one call with the
+/// batch when the model batches dynamically, else `batch` calls of one sample (what the server's
+/// batcher does for a model compiled for batch 1). A batch's latency covers all its calls.
 fn measure_in_process(
     backend: &mut dyn Backend,
-    inputs: &[Tensor],
+    workload: &Workload,
     batch: usize,
     duration: Duration,
 ) -> Result<Measurement, BenchError> {
+    let (inputs, calls_per_batch) = match backend.signature().batch {
+        BatchSupport::Dynamic { .. } => (workload.inputs(batch), 1),
+        _ => (workload.inputs(1), batch),
+    };
     let mut latencies = Vec::new();
     let start = Instant::now();
     while start.elapsed() < duration {
-        let feed = inputs.to_vec();
         let sent = Instant::now();
-        backend.infer(feed)?;
+        for _ in 0..calls_per_batch {
+            backend.infer(inputs.to_vec())?;
+        }
         latencies.push(sent.elapsed());
     }
     let calls = latencies.len();
@@ -679,8 +701,26 @@ fn check_tensors(reference: &[Tensor], theirs: &[Tensor], who: &str) -> Result<(
     Ok(())
 }
 
-/// FP32 outputs within [`OUTPUT_TOLERANCE`] of the reference; others byte for byte.
+/// FP32 outputs within [`OUTPUT_TOLERANCE`] of the reference, UINT8 within
+/// [`QUANTIZED_TOLERANCE`] steps (runtimes round quantized kernels differently), others byte for
+/// byte.
 fn compare_bytes(expected: &Tensor, got: &[u8], who: &str) -> Result<(), BenchError> {
+    if expected.datatype == DataType::Uint8 && expected.data.len() == got.len() {
+        let worst = expected
+            .data
+            .iter()
+            .zip(got)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap_or(0);
+        if worst > QUANTIZED_TOLERANCE {
+            return Err(BenchError::Answer(format!(
+                "output '{}' of {who} differs from the in-process reference by up to {worst} steps",
+                expected.name
+            )));
+        }
+        return Ok(());
+    }
     if expected.datatype != DataType::Fp32 || expected.data.len() != got.len() {
         if expected.data != got {
             return Err(BenchError::Answer(format!(
@@ -745,7 +785,16 @@ impl TempRepository {
                 let version = dir.path().join(&name).join("1");
                 std::fs::create_dir_all(&version)
                     .map_err(io(format!("create {}", version.display())))?;
-                std::os::unix::fs::symlink(&settings.model_file, version.join("model.onnx"))
+                let file_name = settings
+                    .model_file
+                    .file_name()
+                    .map_or("model.onnx".into(), |n| n.to_string_lossy().into_owned());
+                let link = if file_name.ends_with(".tflite") {
+                    "model.tflite"
+                } else {
+                    "model.onnx"
+                };
+                std::os::unix::fs::symlink(&settings.model_file, version.join(link))
                     .map_err(io(format!("link the model into {}", version.display())))?;
                 std::fs::write(dir.path().join(&name).join("config.toml"), config)
                     .map_err(io(format!("write the config of {name}")))?;
@@ -793,10 +842,10 @@ impl ServerProcess {
             .arg("--metrics-addr")
             .arg(metrics_addr.to_string())
             .args(["--http-addr", "off"])
-            .args(libraries.iter().flat_map(|(runtime, path)| {
+            .args(libraries.iter().flat_map(|(backend, path)| {
                 [
                     "--runtime-library".to_string(),
-                    format!("{runtime}={}", path.display()),
+                    format!("{}={}", library_name(backend), path.display()),
                 ]
             }))
             .args(["--log-level", "warn"])
@@ -892,6 +941,14 @@ impl Drop for ServerProcess {
 }
 
 /// The generic part of a model config selecting `backend` on the CPU, with its default settings.
+/// The name of a backend's (CPU) library in the server settings.
+fn library_name(backend: &str) -> &str {
+    match backend {
+        "tflite" => tflite::LITERT_LIBRARY,
+        other => other,
+    }
+}
+
 fn backend_config(backend: &str) -> String {
     let device = if backend == "openvino" { "CPU" } else { "cpu" };
     format!("backend = \"{backend}\"\ndevice = \"{device}\"\n")
@@ -926,6 +983,15 @@ impl InProcess {
                 let description = format!("OpenVINO {} ({})", lib.version, lib.library.source);
                 (lib.library.path, description)
             }
+            "tflite" => {
+                let found = tflite::litert_library(None)?;
+                let description = format!(
+                    "LiteRT {} ({})",
+                    found.version.as_deref().unwrap_or("?"),
+                    found.source
+                );
+                (found.path, description)
+            }
             _ => {
                 let lib = onnxruntime::environment::load(None)?;
                 let threads = onnxruntime::OrtSettings::default().effective_intra_op_threads(1);
@@ -946,7 +1012,7 @@ impl InProcess {
             files: vec![settings.model_file.clone()],
         };
         let mut libraries = LibraryPaths::default();
-        libraries.insert(name, library.clone());
+        libraries.insert(library_name(name), library.clone());
         let backend = parsed.settings.load(&LoadRequest {
             model: &files,
             device: &group.device,
@@ -976,9 +1042,13 @@ fn run(settings: &Settings) -> Result<(), BenchError> {
         message,
     };
     for b in &backends {
-        if !matches!(b.backend.signature().batch, BatchSupport::Dynamic { .. }) {
+        if !matches!(
+            b.backend.signature().batch,
+            BatchSupport::Dynamic { .. } | BatchSupport::Fixed(1)
+        ) {
             return Err(model_error(format!(
-                "batch support on {} is {:?}; this bench needs a dynamic batch dimension",
+                "batch support on {} is {:?}; this bench needs a dynamic batch dimension or a \
+                 model compiled for batch 1",
                 b.name,
                 b.backend.signature().batch
             )));
@@ -1027,7 +1097,7 @@ fn run(settings: &Settings) -> Result<(), BenchError> {
         let mut measurement = match configuration {
             Configuration::InProcess { backend, batch, .. } => measure_in_process(
                 backends[backend].backend.as_mut(),
-                workload.inputs(batch),
+                &workload,
                 batch,
                 duration,
             ),

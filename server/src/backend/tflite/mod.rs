@@ -49,6 +49,13 @@ pub const LITERT_LIBRARY: &str = "litert";
 pub const TFLITE_LIBRARY: &str = "tflite";
 pub const EDGETPU_LIBRARY: &str = "edgetpu";
 
+/// LiteRT's library, found and loaded for this process (for tools that report which one runs).
+pub fn litert_library(
+    explicit: Option<&Path>,
+) -> Result<crate::backend::library::FoundLibrary, BackendError> {
+    environment::litert(explicit).map(|lib| lib.found.clone())
+}
+
 /// The custom op the Edge TPU compiler puts in a compiled model.
 const EDGETPU_CUSTOM_OP: &[u8] = b"edgetpu-custom-op";
 
