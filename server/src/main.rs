@@ -246,9 +246,15 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
             (health.clone(), Arc::clone(&repository), Arc::clone(&state));
         async move {
             let mut tick = tokio::time::interval(HEALTH_SYNC);
+            let mut was_unready = repository.unready_required();
             loop {
                 tick.tick().await;
                 health.sync_models(&repository, state.is_accepting()).await;
+                let unready = repository.unready_required();
+                if unready != was_unready && state.is_accepting() {
+                    log_readiness(&unready);
+                }
+                was_unready = unready;
             }
         }
     });
@@ -256,6 +262,7 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
     let watchdog =
         sd_notify::watchdog_enabled().map(|period| tokio::spawn(watchdog::run(grpc_addr, period)));
     tracing::info!(%grpc_addr, ready, models = index.len(), "serving");
+    log_readiness(&repository.unready_required());
 
     let early_exit = loop {
         tokio::select! {
@@ -315,6 +322,20 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
         Err(_) => tracing::warn!("connections still open after the grace period; exiting anyway"),
     }
     Ok(())
+}
+
+/// Says whether the server is ready (ServerReady, health `""`) and, if not, which required
+/// models hold it back.
+fn log_readiness(unready: &[String]) {
+    if unready.is_empty() {
+        tracing::info!("server ready: every required model can serve");
+    } else {
+        tracing::warn!(
+            models = %unready.join("; "),
+            "server not ready: required models cannot serve (set required = false in a model's \
+             config.toml to serve without it)"
+        );
+    }
 }
 
 /// What a signal asks for.

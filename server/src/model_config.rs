@@ -77,6 +77,9 @@ pub struct ModelConfigFile {
     pub versions: Option<Vec<u64>>,
     /// Runs on zero inputs per instance before the model serves [default: 1; 0 = none].
     pub warmup_runs: Option<usize>,
+    /// Whether the server is ready only while this model is [default: true]; `false` lets a
+    /// best-effort model fail or lose its device without taking the server out of readiness.
+    pub required: Option<bool>,
     /// The p99 end-to-end latency the model should meet, milliseconds; exported as
     /// `inference_latency_objective_seconds` for the alert that watches it.
     pub latency_objective_ms: Option<f64>,

@@ -158,6 +158,8 @@ struct PreparedModel {
 struct Slot {
     state: ModelState,
     reason: String,
+    /// The server is ready only while this model is (its config's `required`, default true).
+    required: bool,
     /// Served versions, highest last.
     versions: BTreeMap<u64, Arc<ServedModel>>,
     /// What the model's folder held when it was last loaded (see [`fingerprint`]).
@@ -431,6 +433,30 @@ impl Repository {
         rows
     }
 
+    /// The required models that cannot serve now (not ready, or no instance in service), each
+    /// as `name: why`; the server is ready when this is empty. Unloaded models are not counted:
+    /// someone unloaded them on purpose.
+    pub fn unready_required(&self) -> Vec<String> {
+        let models = self.read();
+        models
+            .iter()
+            .filter(|(_, slot)| slot.required && slot.state != ModelState::Unloaded)
+            .filter_map(|(name, slot)| {
+                let serving = slot.state == ModelState::Ready
+                    && slot.versions.values().any(|m| m.scheduler.in_service() > 0);
+                if serving {
+                    return None;
+                }
+                let why = match slot.state {
+                    ModelState::Ready => "no instance in service".to_string(),
+                    ModelState::Loading => "loading".to_string(),
+                    _ => slot.reason.clone(),
+                };
+                Some(format!("{name}: {why}"))
+            })
+            .collect()
+    }
+
     fn is_ready(&self, name: &str) -> bool {
         self.read()
             .get(name)
@@ -478,11 +504,13 @@ impl Repository {
             let slot = models.entry(name.to_string()).or_insert_with(|| Slot {
                 state: ModelState::Loading,
                 reason: String::new(),
+                required: true,
                 versions: BTreeMap::new(),
                 fingerprint: 0,
             });
             slot.state = ModelState::Ready;
             slot.reason.clear();
+            slot.required = prepared.config.raw.required.unwrap_or(true);
             slot.fingerprint = prepared.fingerprint;
             std::mem::replace(&mut slot.versions, served)
         };
@@ -494,15 +522,18 @@ impl Repository {
     }
 
     fn set_state(&self, name: &str, state: ModelState, reason: String) {
+        let required = required_by_config(&self.root.join(name));
         let mut models = self.write();
         let slot = models.entry(name.to_string()).or_insert_with(|| Slot {
             state,
             reason: String::new(),
+            required,
             versions: BTreeMap::new(),
             fingerprint: 0,
         });
         slot.state = state;
         slot.reason = reason;
+        slot.required = required;
         drop(models);
         metrics::set_model_state(name, state.metric_label());
     }
@@ -514,6 +545,16 @@ impl Repository {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Slot>> {
         self.models.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A model's `required` key, read leniently so that a config with other errors still says it
+/// (true when absent or unreadable: an unknown model counts).
+fn required_by_config(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join(CONFIG_FILE_NAME))
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|table| table.get("required")?.as_bool())
+        .unwrap_or(true)
 }
 
 /// Validates a repository without serving: reads every config and loads every model file once.

@@ -16,8 +16,9 @@ use inference_proto::inference::{
     InferParameter, InferTensorContents, ModelConfigRequest, ModelInferRequest, ModelInferResponse,
     ModelMetadataRequest, ModelReadyRequest, ModelStatisticsRequest, RepositoryIndexRequest,
     RepositoryModelLoadRequest, RepositoryModelUnloadRequest, ServerLiveRequest,
-    ServerMetadataRequest,
+    ServerMetadataRequest, ServerReadyRequest,
 };
+use inference_server::api::health::LIVE_SERVICE;
 use service_support::{f32_bytes, f32_values, Repo, Server};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -111,6 +112,41 @@ fn int64_param(response: &ModelInferResponse, name: &str) -> i64 {
 }
 
 #[tokio::test]
+async fn the_server_is_ready_once_every_required_model_can_serve() {
+    let repo = Repo::new()
+        .model("affine", "affine.onnx", AFFINE_CONFIG)
+        .model(
+            "extra",
+            "affine.onnx",
+            "required = false\nmax_batch_size = 8\n",
+        )
+        .file("extra/1/model.onnx", b"not a model, and not required")
+        .model(
+            "typo",
+            "affine.onnx",
+            "required = false\nmax_batch_sizes = 8\n",
+        );
+    let server = Server::start(repo.path(), &[]).await;
+    let mut client = server.client().await;
+    let ready = client
+        .server_ready(ServerReadyRequest {})
+        .await
+        .expect("ready");
+    assert!(ready.into_inner().ready, "{}", server.log());
+    let mut health = HealthClient::new(server.channel().await.expect("channel"));
+    let overall = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health")
+        .into_inner()
+        .status;
+    assert_eq!(overall, ServingStatus::Serving as i32);
+    assert!(server.log().contains("server ready"), "{}", server.log());
+}
+
+#[tokio::test]
 async fn health_metadata_and_config() {
     let repo = repository();
     let server = Server::start(repo.path(), &[]).await;
@@ -137,9 +173,23 @@ async fn health_metadata_and_config() {
         );
     }
 
+    // Three required models cannot serve (typo, corrupt, noversion): not ready, though live.
+    let ready = client
+        .server_ready(ServerReadyRequest {})
+        .await
+        .expect("ready")
+        .into_inner()
+        .ready;
+    assert!(!ready, "ServerReady while required models are broken");
+    assert!(
+        server.log().contains("server not ready") && server.log().contains("corrupt:"),
+        "{}",
+        server.log()
+    );
     let mut health = HealthClient::new(server.channel().await.expect("channel"));
     for (service, expected) in [
-        ("", ServingStatus::Serving),
+        ("", ServingStatus::NotServing),
+        (LIVE_SERVICE, ServingStatus::Serving),
         ("affine", ServingStatus::Serving),
         ("typo", ServingStatus::NotServing),
         ("corrupt", ServingStatus::NotServing),

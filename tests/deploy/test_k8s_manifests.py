@@ -70,6 +70,8 @@ SERVER_KEYS = {
     "device_health_interval",
     "max_message_size",
 }
+# The health service that is SERVING while the server takes requests (server/src/api/health.rs).
+LIVE_SERVICE = "inference.GRPCInferenceService"
 RUNTIME_TABLES = {"onnxruntime", "openvino", "litert", "tflite", "edgetpu"}
 # After the drain, the gRPC and HTTP listeners get 2 s each to flush (SERVER_FLUSH, server/src/main.rs).
 LISTENER_FLUSH_S = 2 + 2
@@ -721,8 +723,9 @@ def server_problems(objects: list[dict]) -> list[str]:
         if port is None or port not in ports.values():
             problems.append(f"{what} probe ({handler}) uses a port the container does not expose")
     for what, probe in (("startup", startup), ("liveness", liveness)):
-        if probe.get("grpc", {}).get("port") != ports.get("grpc") or probe["grpc"].get("service") != "":
-            problems.append(f"{what} probe must be gRPC health service \"\" on the grpc port")
+        if (probe.get("grpc", {}).get("port") != ports.get("grpc")
+                or probe["grpc"].get("service") != LIVE_SERVICE):
+            problems.append(f"{what} probe must be gRPC health service {LIVE_SERVICE} on the grpc port")
     http = readiness.get("httpGet")
     grpc_model = readiness.get("grpc", {}).get("service")
     if not ((http and http.get("path") == "/v2/health/ready") or grpc_model):

@@ -1,8 +1,10 @@
 //! `grpc.health.v1.Health`, as the gRPC health checking protocol specifies it: the overall
-//! service (`""`) is SERVING while the server takes requests, and each model (service name = model
-//! name) is SERVING while it is ready and at least one of its instances is in service. Check on an
-//! unknown service is NOT_FOUND; Watch on one answers SERVICE_UNKNOWN and stays open, reporting
-//! the service once it appears. A Watch stream sends a status only when it changes.
+//! service (`""`) is SERVING while the server is ready (it takes requests and every required model
+//! can serve: ServerReady), [`LIVE_SERVICE`] while it takes requests (for liveness probes), and
+//! each model (service name = model name) is SERVING while it is ready and at least one of its
+//! instances is in service. Check on an unknown service is NOT_FOUND; Watch on one answers
+//! SERVICE_UNKNOWN and stays open, reporting the service once it appears. A Watch stream sends a
+//! status only when it changes.
 //!
 //! Memory stays bounded whatever names clients watch: statuses are kept only for the services the
 //! server registers, and every stream waits on one shared change counter.
@@ -20,6 +22,10 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use super::clip;
 use crate::repository::{ModelState, Repository};
+
+/// The health service name that is SERVING while the server takes requests, whatever its models
+/// do: the KServe service's own name, for liveness probes.
+pub const LIVE_SERVICE: &str = "inference.GRPCInferenceService";
 
 /// Statuses by service name, and a counter bumped on every change.
 #[derive(Debug)]
@@ -67,13 +73,16 @@ impl Health {
         (health, HealthServer::new(HealthEndpoint { statuses }))
     }
 
-    /// Sets the overall (`""`) status.
-    pub async fn set_server(&self, serving: bool) {
-        self.set("", serving);
+    /// Sets whether the server takes requests ([`LIVE_SERVICE`]; `""` too when it does not).
+    pub async fn set_server(&self, accepting: bool) {
+        self.set(LIVE_SERVICE, accepting);
+        if !accepting {
+            self.set("", false);
+        }
     }
 
-    /// Copies every model's readiness from the repository; with `accepting` false (draining)
-    /// every model reports NOT_SERVING.
+    /// Copies every model's readiness from the repository, and the server's (`""`: accepting and
+    /// every required model serving); with `accepting` false (draining) all report NOT_SERVING.
     pub async fn sync_models(&self, repository: &Repository, accepting: bool) {
         for entry in repository.index() {
             let in_service = repository
@@ -82,6 +91,7 @@ impl Health {
             let ready = accepting && entry.state == ModelState::Ready && in_service;
             self.set(&entry.name, ready);
         }
+        self.set("", accepting && repository.unready_required().is_empty());
     }
 
     fn set(&self, service: &str, serving: bool) {

@@ -256,6 +256,11 @@ impl InferenceService {
         Ok(answer)
     }
 
+    /// ServerReady: taking requests, and every required model can serve.
+    pub fn is_ready(&self) -> bool {
+        self.state.is_accepting() && self.repository.unready_required().is_empty()
+    }
+
     fn require_model_control(&self) -> Result<(), Status> {
         if self.options.allow_model_control {
             Ok(())
@@ -463,7 +468,7 @@ impl GrpcInferenceService for InferenceService {
         _request: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
         Ok(Response::new(ServerReadyResponse {
-            ready: self.state.is_accepting(),
+            ready: self.is_ready(),
         }))
     }
 

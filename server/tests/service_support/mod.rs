@@ -11,8 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use inference_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use inference_proto::inference::ServerReadyRequest;
+use inference_server::api::health::LIVE_SERVICE;
 use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 use crate::common::model;
 
@@ -107,8 +110,8 @@ impl Server {
         server
     }
 
-    /// Starts the binary with exactly `args` (JSON logs added) and waits until it is ready on
-    /// `grpc_addr`.
+    /// Starts the binary with exactly `args` (JSON logs added) and waits until it takes requests
+    /// on `grpc_addr` (its repository loaded, whether every model loaded or not).
     pub async fn launch(
         args: &[String],
         env: &[(&str, &str)],
@@ -151,11 +154,16 @@ impl Server {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("server exited early with {status}:\n{}", self.log());
             }
-            if let Ok(mut client) = self.try_client().await {
-                if let Ok(ready) = client.server_ready(ServerReadyRequest {}).await {
-                    if ready.into_inner().ready {
-                        return;
-                    }
+            if let Ok(channel) = self.channel().await {
+                let check = HealthClient::new(channel)
+                    .check(HealthCheckRequest {
+                        service: LIVE_SERVICE.into(),
+                    })
+                    .await;
+                if check
+                    .is_ok_and(|answer| answer.into_inner().status == ServingStatus::Serving as i32)
+                {
+                    return;
                 }
             }
             assert!(
