@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::api::transport::Limits;
 use crate::backend::library::LibraryPaths;
 use crate::backend::registry;
 use crate::scheduler::DEFAULT_HEALTH_INTERVAL;
@@ -51,6 +52,8 @@ impl<'de> Deserialize<'de> for HttpAddr {
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 /// Default time given to queued and in-flight requests on shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default bytes of request bodies received at once.
+pub const DEFAULT_MAX_REQUEST_MEMORY: usize = 256 * 1024 * 1024;
 /// Default tracing filter.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -160,6 +163,41 @@ pub struct SettingsArgs {
     /// tests, or a container that mounts the host's /sys and /proc elsewhere.
     #[arg(long, env = "INFERENCE_SERVER_TELEMETRY_ROOT", value_name = "DIR")]
     pub telemetry_root: Option<PathBuf>,
+    /// Open connections per listener; more are closed as they arrive [default: 512].
+    #[arg(long, env = "INFERENCE_SERVER_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds without a request after which a connection is closed [default: 300].
+    #[arg(long, env = "INFERENCE_SERVER_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub idle_timeout: Option<f64>,
+    /// Concurrent HTTP/2 streams per connection [default: 64].
+    #[arg(
+        long,
+        env = "INFERENCE_SERVER_MAX_CONCURRENT_STREAMS",
+        value_name = "N"
+    )]
+    pub max_concurrent_streams: Option<u32>,
+    /// Largest header block a request may send, in bytes [default: 65536].
+    #[arg(long, env = "INFERENCE_SERVER_MAX_HEADER_SIZE", value_name = "BYTES")]
+    pub max_header_size: Option<u32>,
+    /// Seconds a request's whole body may take to arrive [default: 30].
+    #[arg(long, env = "INFERENCE_SERVER_BODY_TIMEOUT", value_name = "SECONDS")]
+    pub body_timeout: Option<f64>,
+    /// Seconds between HTTP/2 keep-alive pings; a peer that does not answer is dropped
+    /// [default: 60].
+    #[arg(
+        long,
+        env = "INFERENCE_SERVER_KEEPALIVE_INTERVAL",
+        value_name = "SECONDS"
+    )]
+    pub keepalive_interval: Option<f64>,
+    /// Bytes of request bodies the server receives at once, over every connection; more are
+    /// refused with RESOURCE_EXHAUSTED [default: 268435456 = 256 MiB, at least max_message_size].
+    #[arg(
+        long,
+        env = "INFERENCE_SERVER_MAX_REQUEST_MEMORY",
+        value_name = "BYTES"
+    )]
+    pub max_request_memory: Option<usize>,
     /// A runtime's library to load instead of searching the system and Python installs, e.g.
     /// `onnxruntime=/opt/ort/lib/libonnxruntime.so.1.20.1`; repeat for several runtimes.
     #[arg(
@@ -196,6 +234,13 @@ pub struct SettingsFile {
     pub device_health_interval: Option<f64>,
     pub max_message_size: Option<usize>,
     pub telemetry_root: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub idle_timeout: Option<f64>,
+    pub max_concurrent_streams: Option<u32>,
+    pub max_header_size: Option<u32>,
+    pub body_timeout: Option<f64>,
+    pub keepalive_interval: Option<f64>,
+    pub max_request_memory: Option<usize>,
     /// Runtime tables, by runtime name (not a key of the file: they are its `[<runtime>]` tables).
     #[serde(skip)]
     pub runtimes: Vec<(String, RuntimeServerSettings)>,
@@ -218,6 +263,10 @@ pub struct Settings {
     pub max_message_size: usize,
     /// Root of the sysfs/procfs tree device telemetry is read from.
     pub telemetry_root: PathBuf,
+    /// Connection and request bounds of every listener.
+    pub limits: Limits,
+    /// Bytes of request bodies received at once, over every listener.
+    pub max_request_memory: usize,
     /// Runtime libraries named by flag, environment or config file.
     pub libraries: LibraryPaths,
 }
@@ -284,6 +333,7 @@ impl SettingsArgs {
             Some(path) => SettingsFile::load(path)?,
             None => SettingsFile::default(),
         };
+        let limits = self.limits(&file)?;
         let model_repository = self
             .check_repository
             .clone()
@@ -324,7 +374,22 @@ impl SettingsArgs {
                 ),
             });
         }
+        let max_request_memory = self
+            .max_request_memory
+            .or(file.max_request_memory)
+            .unwrap_or(DEFAULT_MAX_REQUEST_MEMORY);
+        if max_request_memory < max_message_size {
+            return Err(ConfigError::Invalid {
+                setting: "max_request_memory",
+                message: format!(
+                    "{max_request_memory} bytes is less than max_message_size ({max_message_size}): \
+                     a largest request could never be received"
+                ),
+            });
+        }
         Ok(Settings {
+            limits,
+            max_request_memory,
             model_repository,
             grpc_addr: self
                 .grpc_addr
@@ -364,6 +429,66 @@ impl SettingsArgs {
                 .or(file.telemetry_root)
                 .unwrap_or_else(|| PathBuf::from("/")),
             libraries: self.libraries(file.runtimes)?,
+        })
+    }
+
+    /// The connection limits, from the flags, the file and the defaults.
+    fn limits(&self, file: &SettingsFile) -> Result<Limits, ConfigError> {
+        let defaults = Limits::default();
+        let seconds = |setting: &'static str, value: Option<f64>, default: Duration| match value {
+            Some(v) => Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| ConfigError::Invalid {
+                    setting,
+                    message: format!("{v} is not a positive number of seconds"),
+                }),
+            None => Ok(default),
+        };
+        let positive = |setting: &'static str, value: Option<u64>, default: u64| match value {
+            Some(0) => Err(ConfigError::Invalid {
+                setting,
+                message: "must be at least 1".into(),
+            }),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        Ok(Limits {
+            max_connections: positive(
+                "max_connections",
+                self.max_connections
+                    .or(file.max_connections)
+                    .map(|n| n as u64),
+                defaults.max_connections as u64,
+            )? as usize,
+            idle_timeout: seconds(
+                "idle_timeout",
+                self.idle_timeout.or(file.idle_timeout),
+                defaults.idle_timeout,
+            )?,
+            max_concurrent_streams: positive(
+                "max_concurrent_streams",
+                self.max_concurrent_streams
+                    .or(file.max_concurrent_streams)
+                    .map(u64::from),
+                u64::from(defaults.max_concurrent_streams),
+            )? as u32,
+            max_header_list_size: positive(
+                "max_header_size",
+                self.max_header_size.or(file.max_header_size).map(u64::from),
+                u64::from(defaults.max_header_list_size),
+            )? as u32,
+            body_timeout: seconds(
+                "body_timeout",
+                self.body_timeout.or(file.body_timeout),
+                defaults.body_timeout,
+            )?,
+            keepalive_interval: seconds(
+                "keepalive_interval",
+                self.keepalive_interval.or(file.keepalive_interval),
+                defaults.keepalive_interval,
+            )?,
+            max_grpc_message: None,
         })
     }
 

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod backend;
 pub mod config;
+pub mod echo;
 pub mod metrics;
 pub mod metrics_endpoint;
 pub mod model_config;

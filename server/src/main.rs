@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use inference_server::api::transport::BodyBudget;
 use inference_server::api::{self, Health, InferenceService, ServerState, ServiceOptions};
 use inference_server::backend::devices;
 use inference_server::config::{Cli, Command, ConfigError, HttpAddr, LogFormat, Settings};
@@ -157,6 +158,8 @@ fn run_server(settings: Settings) -> Result<(), StartupError> {
 
 async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
     let metrics_handle = metrics::install_recorder().map_err(StartupError::Recorder)?;
+    let budget = BodyBudget::new(settings.max_request_memory);
+    let limits = settings.limits;
     let metrics_listener = TcpListener::bind(settings.metrics_addr)
         .await
         .map_err(|err| StartupError::Metrics {
@@ -167,6 +170,8 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
         metrics_listener,
         metrics_handle,
         Telemetry::new(&settings.telemetry_root),
+        limits,
+        Arc::clone(&budget),
     ));
     let listener = TcpListener::bind(settings.grpc_addr)
         .await
@@ -214,6 +219,8 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
                 listener,
                 service.clone(),
                 settings.max_message_size,
+                limits,
+                Arc::clone(&budget),
                 stopped(),
             )))
         }
@@ -224,6 +231,8 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
         service,
         health_service,
         settings.max_message_size,
+        limits,
+        Arc::clone(&budget),
         stopped(),
     ));
     tracing::info!(%grpc_addr, metrics_addr = %settings.metrics_addr, repository = %root.display(), "listening; loading models");
@@ -309,8 +318,7 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
     repository.shutdown(settings.shutdown_grace).await;
     if let Some(http) = http {
         match tokio::time::timeout(SERVER_FLUSH, http).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(err))) => tracing::error!("{err}"),
+            Ok(Ok(())) => {}
             Ok(Err(join)) => tracing::error!(error = %join, "the HTTP server task failed"),
             Err(_) => tracing::warn!("HTTP connections still open after the grace period"),
         }

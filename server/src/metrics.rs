@@ -65,6 +65,18 @@ pub const ACCELERATOR_RESETS: &str = "inference_accelerator_resets_total";
 /// 1 while an accelerator's driver reports it alive; by `device`.
 pub const ACCELERATOR_ALIVE: &str = "inference_accelerator_alive";
 
+/// Connections by listener and `outcome`: `accepted`, `rejected_limit` (over --max-connections),
+/// `closed_idle` (no request for --idle-timeout).
+pub const CONNECTIONS: &str = "inference_connections_total";
+/// Connections open now, by listener.
+pub const CONNECTIONS_OPEN: &str = "inference_connections_open";
+/// Request bodies refused while arriving, by listener and `reason`: `memory_budget`
+/// (--max-request-memory), `timeout` (--body-timeout).
+pub const BODIES_REFUSED: &str = "inference_request_bodies_refused_total";
+/// Times a ModelStreamInfer stream stopped reading requests because its client was not reading
+/// the responses.
+pub const STREAM_BACKPRESSURE: &str = "inference_stream_backpressure_total";
+
 /// The model states reported through [`MODEL_STATE`].
 pub const MODEL_STATES: [&str; 4] = ["loading", "ready", "unavailable", "unloaded"];
 
@@ -235,6 +247,26 @@ pub fn register_instance(on: RanOn<'_>, instance: usize) {
 /// Sets the number of requests waiting in `model`'s queue.
 pub fn set_queue_depth(model: &str, depth: usize) {
     gauge!(QUEUE_DEPTH, "model" => model.to_string()).set(depth as f64);
+}
+
+/// Counts one connection event on `listener` (see [`CONNECTIONS`]).
+pub fn record_connection(listener: &'static str, outcome: &'static str) {
+    counter!(CONNECTIONS, "listener" => listener, "outcome" => outcome).increment(1);
+}
+
+/// Adds `delta` to the open connections of `listener`.
+pub fn add_open_connection(listener: &'static str, delta: f64) {
+    gauge!(CONNECTIONS_OPEN, "listener" => listener).increment(delta);
+}
+
+/// Counts one request body refused on `listener` for `reason` (see [`BODIES_REFUSED`]).
+pub fn record_refused_body(listener: &'static str, reason: &'static str) {
+    counter!(BODIES_REFUSED, "listener" => listener, "reason" => reason).increment(1);
+}
+
+/// Counts one wait of a stream's reader for its client to read responses.
+pub fn record_stream_backpressure(model: &str) {
+    counter!(STREAM_BACKPRESSURE, "model" => model.to_string()).increment(1);
 }
 
 /// Sets how many requests `model`'s queue holds.

@@ -1,6 +1,7 @@
 //! The Prometheus scrape endpoint: `GET /metrics` and nothing else. Device telemetry and process
 //! metrics are read at each scrape, so a sample's timestamp is when it was true.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
@@ -10,6 +11,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+use crate::api::transport::{self, BodyBudget, Limits};
 use crate::metrics;
 use crate::telemetry::Telemetry;
 
@@ -18,12 +20,14 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// The content type of Prometheus' text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Serves `/metrics` on `listener` until the process exits.
+/// Serves `/metrics` on `listener` under `limits` until the process exits.
 pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
     telemetry: Telemetry,
-) -> std::io::Result<()> {
+    limits: Limits,
+    budget: Arc<BodyBudget>,
+) {
     let process = metrics_process::Collector::default();
     process.describe();
     tokio::spawn({
@@ -53,5 +57,13 @@ pub async fn serve(
         .fallback(|| async {
             (StatusCode::NOT_FOUND, "only /metrics is served here\n").into_response()
         });
-    axum::serve(listener, router).await
+    transport::serve(
+        listener,
+        "metrics",
+        router,
+        limits,
+        budget,
+        std::future::pending(),
+    )
+    .await;
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::backend::library::LibraryPaths;
 use crate::backend::runtime::{LoadRequest, ModelFiles};
 use crate::backend::{Backend, BackendError, BatchSupport, ModelSignature, TensorSpec};
+use crate::echo::clip;
 use crate::metrics;
 use crate::model_config::{DeclaredTensor, ModelConfig, ModelConfigError, CONFIG_FILE_NAME};
 use crate::scheduler::{BatchingConfig, ModelScheduler};
@@ -334,7 +335,7 @@ impl Repository {
         let Some(slot) = models.get(name) else {
             let known: Vec<&str> = models.keys().map(String::as_str).collect();
             return Err(LookupError::UnknownModel {
-                name: name.to_string(),
+                name: clip(name),
                 known: if known.is_empty() {
                     "no models".to_string()
                 } else {
@@ -359,7 +360,7 @@ impl Repository {
         };
         found.cloned().ok_or_else(|| LookupError::UnknownVersion {
             name: name.to_string(),
-            version: version.to_string(),
+            version: clip(version),
             served: served_list(slot),
         })
     }

@@ -909,7 +909,8 @@ async fn statistics_streaming_timeouts_and_model_control_refusal() {
             .fail
             .expect("fail")
             .count,
-        1
+        2,
+        "both deadlines count as failures"
     );
     let all = client
         .model_statistics(ModelStatisticsRequest::default())
@@ -1131,10 +1132,23 @@ async fn max_message_size_is_enforced() {
         .model_infer(request(300_000))
         .await
         .expect_err("1.2 MB is too large");
-    // tonic's codec refuses it before the service sees it.
-    assert_eq!(status.code(), Code::OutOfRange, "{status}");
+    // Refused from the message's length prefix, before it is buffered.
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
     assert!(
-        status.message().contains("the limit is: 1000000 bytes"),
+        status
+            .message()
+            .contains("over the server's limit of 1000000 bytes"),
         "{status}"
     );
+    // A message just over the limit, and the server keeps serving.
+    let just_over = request(250_000 - 5);
+    let status = client
+        .model_infer(just_over)
+        .await
+        .expect_err("over by a few bytes");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    client
+        .model_infer(request(100_000))
+        .await
+        .expect("still serving");
 }

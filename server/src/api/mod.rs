@@ -6,46 +6,42 @@ pub mod infer;
 pub mod rest;
 pub mod service;
 pub mod shared_memory;
+pub mod transport;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use inference_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::service::Routes;
+
+use self::transport::{BodyBudget, Limits};
 
 pub use self::health::{Health, HealthService};
 pub use self::service::{InferenceService, ServerState, ServiceOptions};
 
-/// A client-given string (a model or region name) cut to a length fit for an error message, so a
-/// hostile client cannot make errors echo megabytes back.
-pub fn clip(text: &str) -> String {
-    const MAX: usize = 128;
-    match text.char_indices().nth(MAX) {
-        Some((at, _)) => format!("{}… ({} bytes)", &text[..at], text.len()),
-        None => text.to_string(),
-    }
-}
+pub use crate::echo::clip;
 
 /// Why the gRPC server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot build the gRPC reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
     #[error("gRPC server task ended abnormally: {0}")]
     Task(String),
 }
 
-/// Serves the inference, health and reflection services on `listener` until `shutdown`
-/// completes; then stops taking connections and returns once in-flight calls are answered.
+/// Serves the inference, health and reflection services on `listener` under `limits` until
+/// `shutdown` completes; then stops taking connections and returns once in-flight calls are
+/// answered.
 pub async fn serve(
     listener: TcpListener,
     service: InferenceService,
     health: HealthService,
     max_message_size: usize,
+    limits: Limits,
+    budget: Arc<BodyBudget>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     // Both reflection versions: grpcurl and older tools speak v1alpha only.
@@ -69,16 +65,15 @@ pub async fn serve(
             .accept_compressed(encoding)
             .send_compressed(encoding);
     }
-    Server::builder()
-        .add_service(inference)
+    let routes = Routes::new(inference)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        // Nagle's algorithm would hold small responses for the peer's delayed ACK (~40 ms).
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await?;
+        .prepare();
+    let limits = Limits {
+        max_grpc_message: Some(max_message_size),
+        ..limits
+    };
+    transport::serve(listener, "grpc", routes, limits, budget, shutdown).await;
     Ok(())
 }

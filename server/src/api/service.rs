@@ -60,6 +60,10 @@ pub const EXTENSIONS: [&str; 5] = [
 
 /// Responses a stream may buffer before its reader catches up.
 const STREAM_BUFFER: usize = 64;
+/// Requests of one ModelStreamInfer stream in flight at most: past it the stream stops reading
+/// requests until the client reads answers (a client that never reads holds this many, and the
+/// answers in [`STREAM_BUFFER`], no more).
+const STREAM_IN_FLIGHT: usize = 32;
 
 /// Whether the server takes new requests: false while loading and once draining.
 #[derive(Debug, Default)]
@@ -180,15 +184,32 @@ impl InferenceService {
             deadline,
         };
         let mut serving = Arc::clone(&model);
+        let abandoned = Abandoned {
+            model: &model,
+            received,
+            deadline,
+            answered: false,
+        };
         let answer = loop {
             match serving.scheduler.submit(submitted) {
                 Ok(receiver) => {
-                    break receiver.await.unwrap_or_else(|_| {
+                    let dropped = || {
                         Err(InferError::Backend(
                             "the model's scheduler dropped the request without an answer"
                                 .to_string(),
                         ))
-                    })
+                    };
+                    // Answered at its deadline even while it waits in the queue or runs: the
+                    // scheduler drops it unrun if it has not started.
+                    break match deadline {
+                        Some(deadline) => {
+                            match tokio::time::timeout_at(deadline.into(), receiver).await {
+                                Ok(answer) => answer.unwrap_or_else(|_| dropped()),
+                                Err(_) => Err(InferError::Expired),
+                            }
+                        }
+                        None => receiver.await.unwrap_or_else(|_| dropped()),
+                    };
                 }
                 // A reload swapped this version out between the look-up and the queue: the
                 // request goes to the version serving now, if there is a newer one.
@@ -203,6 +224,7 @@ impl InferenceService {
                 Err(err) => break Err(err),
             }
         };
+        abandoned.answered();
         // The version that ran it (a reload may have replaced the one looked up first).
         let model = serving;
         let response = match answer {
@@ -270,6 +292,43 @@ impl InferenceService {
                  (or INFERENCE_SERVER_ALLOW_MODEL_CONTROL=true) to load and unload models",
             ))
         }
+    }
+}
+
+/// Counts a request whose client went away before its answer: `expired` when that was at (or
+/// just before, the client's clock running ahead of ours) its deadline, else `cancelled`.
+struct Abandoned<'a> {
+    model: &'a ServedModel,
+    received: Instant,
+    deadline: Option<Instant>,
+    answered: bool,
+}
+
+/// How early before its deadline a client giving up still counts as the deadline passing: the
+/// client's timer started before the request reached the server.
+const DEADLINE_SLACK: Duration = Duration::from_millis(50);
+
+impl Abandoned<'_> {
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let expired = self
+            .deadline
+            .is_some_and(|d| Instant::now() + DEADLINE_SLACK >= d);
+        let outcome = if expired {
+            Outcome::Expired
+        } else {
+            Outcome::Cancelled
+        };
+        metrics::record_request(&self.model.name, outcome);
+        self.model.stats.record_failure(self.received.elapsed());
     }
 }
 
@@ -548,6 +607,7 @@ impl GrpcInferenceService for InferenceService {
         let mut inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let service = self.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(STREAM_IN_FLIGHT));
         tokio::spawn(async move {
             while let Some(message) = inbound.next().await {
                 let request = match message {
@@ -557,10 +617,25 @@ impl GrpcInferenceService for InferenceService {
                         break;
                     }
                 };
+                // Backpressure: a slot per request until its answer is in the stream's buffer.
+                let slot = match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => {
+                        metrics::record_stream_backpressure(&request.model_name);
+                        match Arc::clone(&slots).acquire_owned().await {
+                            Ok(slot) => slot,
+                            Err(_) => break,
+                        }
+                    }
+                };
+                if sender.is_closed() {
+                    break; // the client went away
+                }
                 // Each request runs on its own task so one stream's requests can share batches.
                 let service = service.clone();
                 let sender = sender.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let id = request.id.clone();
                     let answer = match service.infer(request, timeout).await {
                         Ok(response) => ModelStreamInferResponse {

@@ -149,8 +149,8 @@ pub enum InferError {
     /// The request does not match the model (gRPC: INVALID_ARGUMENT).
     #[error("invalid request: {0}")]
     Invalid(String),
-    /// Its deadline passed before it reached the device (gRPC: DEADLINE_EXCEEDED).
-    #[error("request deadline passed before it reached the device")]
+    /// Its deadline passed before it was answered (gRPC: DEADLINE_EXCEEDED).
+    #[error("the request's deadline passed before it could be answered")]
     Expired,
     /// Its client went away (gRPC: CANCELLED).
     #[error("request cancelled by the client")]

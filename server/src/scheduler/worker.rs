@@ -110,7 +110,7 @@ fn out_of_service(shared: &Shared, index: usize, backend: &mut dyn Backend, reas
     }
 }
 
-/// Removes expired and cancelled requests, answering or counting them.
+/// Removes expired and cancelled requests, answering the expired ones.
 pub(super) fn drop_dead(shared: &Shared, state: &mut State, now: Instant) {
     let dropped = state.queue.remove_dead(now);
     if dropped.is_empty() {
@@ -122,7 +122,8 @@ pub(super) fn drop_dead(shared: &Shared, state: &mut State, now: Instant) {
             Dropped::Expired => {
                 let _ = entry.reply.send(Err(InferError::Expired));
             }
-            Dropped::Cancelled => metrics::record_request(&shared.model, Outcome::Cancelled),
+            // Its request's future was dropped, which counted it (cancelled or expired).
+            Dropped::Cancelled => {}
         }
     }
 }

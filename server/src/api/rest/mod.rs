@@ -7,6 +7,7 @@
 pub mod codec;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -28,15 +29,11 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tonic::{Code, Request, Status};
 
+use super::transport::{self, BodyBudget, Limits};
 use super::InferenceService;
 
 /// The header giving the JSON part's length in a binary-data request or response.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
-
-/// Why the HTTP server could not run.
-#[derive(Debug, thiserror::Error)]
-#[error("HTTP server failed: {0}")]
-pub struct HttpError(#[from] std::io::Error);
 
 /// A gRPC status as an HTTP answer.
 struct Failure(Status);
@@ -160,24 +157,24 @@ pub fn router(service: InferenceService, max_body: usize) -> Router {
         .with_state(service)
 }
 
-/// Serves the REST protocol on `listener` until `shutdown` completes.
+/// Serves the REST protocol on `listener` under `limits` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     service: InferenceService,
     max_body: usize,
+    limits: Limits,
+    budget: Arc<BodyBudget>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), HttpError> {
-    use axum::serve::ListenerExt;
-    // Small JSON answers must not wait for the peer's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %err, "cannot set TCP_NODELAY on an HTTP connection");
-        }
-    });
-    axum::serve(listener, router(service, max_body))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+) {
+    transport::serve(
+        listener,
+        "http",
+        router(service, max_body),
+        limits,
+        budget,
+        shutdown,
+    )
+    .await;
 }
 
 async fn not_found() -> Response {
