@@ -14,19 +14,31 @@ const TOLERANCE: f64 = 0.0;
 const MULTI_STREAM_PERCENTILE: f64 = 0.99;
 
 /// Raw measurements of one performance pass (official `PerformanceResult`).
+///
+/// Samples the SUT completed with an error never produced a result: they are counted in
+/// `failed_samples` and left out of the latencies (and so of every statistic, the throughput and
+/// early stopping); a pass with any of them is INVALID. Without failures every field is what the
+/// official LoadGen computes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PerformanceResult {
-    /// Latency of every issued sample, ns, from its query's scheduled time.
+    /// Latency of every issued sample that succeeded, ns, from its query's scheduled time.
     pub sample_latencies: Vec<i64>,
-    /// MultiStream only: per-query latency (last sample done − scheduled), ns.
+    /// MultiStream only: per-query latency (last sample done − scheduled) of every query whose
+    /// samples all succeeded, ns.
     pub query_latencies: Vec<i64>,
     pub queries_issued: u64,
-    /// Largest sample latency, seconds.
+    /// Largest latency of a sample that succeeded, seconds.
     pub max_latency: f64,
     /// Seconds from the start of the last issued query's schedule, issue and completion.
     pub final_query_scheduled_time: f64,
     pub final_query_issued_time: f64,
     pub final_query_all_samples_done_time: f64,
+    /// Issued samples completed with an error.
+    pub failed_samples: u64,
+    /// Issued queries with at least one failed sample.
+    pub failed_queries: u64,
+    /// The error of the first sample that failed (in completion order).
+    pub first_failure: Option<String>,
 }
 
 /// Sorted-list statistics.
@@ -100,7 +112,9 @@ impl PerformanceSummary {
         settings: &EffectiveSettings,
         mut result: PerformanceResult,
     ) -> Self {
+        // Samples that succeeded; the failed ones count only towards the queries issued.
         let sample_count = result.sample_latencies.len() as u64;
+        let completed_count = sample_count + result.failed_samples;
         let samples = LatencyStats::compute(
             &mut result.sample_latencies,
             settings.target_latency_percentile,
@@ -127,7 +141,7 @@ impl PerformanceSummary {
             sut_name: sut_name.to_string(),
             settings: settings.clone(),
             sample_count,
-            query_count: if sample_count == 0 {
+            query_count: if completed_count == 0 {
                 0
             } else {
                 result.queries_issued
@@ -147,8 +161,9 @@ impl PerformanceSummary {
             result,
         };
         s.evaluate_min_duration();
+        // Issuing, not success, decides this (failures have their own verdict).
         s.min_queries_met = s.result.queries_issued >= settings.min_query_count
-            && s.sample_count >= settings.min_sample_count;
+            && completed_count >= settings.min_sample_count;
         if settings.scenario == TestScenario::Server
             && s.samples.target > settings.target_latency_ns as i64
         {
@@ -159,12 +174,34 @@ impl PerformanceSummary {
         s
     }
 
-    /// VALID iff every constraint holds.
+    /// VALID iff every constraint holds and no sample failed.
     pub fn all_constraints_met(&self) -> bool {
         self.min_duration_met
             && self.min_queries_met
             && self.perf_constraints_met
             && self.early_stopping_met
+            && self.no_failed_samples()
+    }
+
+    /// Whether every issued sample produced a result (the official LoadGen has no notion of a
+    /// failed sample; a run with any is INVALID here).
+    pub fn no_failed_samples(&self) -> bool {
+        self.result.failed_samples == 0
+    }
+
+    /// `"N samples failed: <first error>"`, or `None` when none failed.
+    pub fn failure_text(&self) -> Option<String> {
+        let n = self.result.failed_samples;
+        if n == 0 {
+            return None;
+        }
+        let what = if n == 1 { "sample" } else { "samples" };
+        let first = self
+            .result
+            .first_failure
+            .as_deref()
+            .unwrap_or("unknown error");
+        Some(format!("{n} {what} failed: {first}"))
     }
 
     /// Only Server has latency constraints.
@@ -197,7 +234,11 @@ impl PerformanceSummary {
 
     fn evaluate_early_stopping(&mut self) {
         let mut finder = MinPassingQueriesFinder::new();
-        let n = self.result.queries_issued as i64;
+        // Queries that produced results: a failed query has no latency to judge.
+        let n = self
+            .result
+            .queries_issued
+            .saturating_sub(self.result.failed_queries) as i64;
         let p = self.settings.target_latency_percentile;
         match self.settings.scenario {
             TestScenario::SingleStream => {
@@ -395,6 +436,50 @@ mod tests {
         assert_eq!(
             s.early_stopping_text,
             " * Only processed 10 queries.\n * Need to process at least 662 queries for early stopping."
+        );
+    }
+
+    #[test]
+    fn failed_samples_are_left_out_and_make_the_run_invalid() {
+        let e = eff(TestScenario::SingleStream, |s| s.min_duration_ms = 3000);
+        // 2537 issued queries, 37 failed: the latencies hold the 2500 that succeeded.
+        let result = PerformanceResult {
+            sample_latencies: (0..2500).map(|i| 1_000_000 + i).collect(),
+            queries_issued: 2537,
+            final_query_issued_time: 3.0,
+            max_latency: 0.001,
+            failed_samples: 37,
+            failed_queries: 37,
+            first_failure: Some("Unavailable: connection refused".into()),
+            ..PerformanceResult::default()
+        };
+        let s = PerformanceSummary::compute("sut", &e, result);
+        assert_eq!(s.sample_count, 2500);
+        assert!(s.min_duration_met && s.min_queries_met && s.early_stopping_met);
+        assert!(!s.no_failed_samples() && !s.all_constraints_met());
+        assert!(
+            s.early_stopping_text
+                .starts_with(" * Processed at least 64 queries (2500)."),
+            "early stopping counts the queries that produced results: {}",
+            s.early_stopping_text
+        );
+        assert_eq!(s.samples.min, 1_000_000);
+        assert_eq!(
+            s.failure_text().as_deref(),
+            Some("37 samples failed: Unavailable: connection refused")
+        );
+        // Too few completed samples still fail min queries; failures alone do not.
+        let one = PerformanceResult {
+            failed_samples: 1,
+            failed_queries: 1,
+            queries_issued: 1,
+            ..PerformanceResult::default()
+        };
+        let s = PerformanceSummary::compute("sut", &e, one);
+        assert_eq!(s.query_count, 1, "the failed query was issued");
+        assert_eq!(
+            s.failure_text().as_deref(),
+            Some("1 sample failed: unknown error")
         );
     }
 }

@@ -20,7 +20,7 @@ pub enum PassKind {
 }
 
 /// Why queries cannot be generated (conditions that crash or misbehave in the C++ original).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ScheduleError {
     #[error("the loadable sample set is empty")]
     EmptySet,
@@ -30,6 +30,248 @@ pub enum ScheduleError {
     OutOfRange { position: usize, len: usize },
     #[error("the unique sample list ran out after {0} draws")]
     Exhausted(usize),
+    /// The pre-generated schedule would not fit in the memory the machine has available.
+    #[error(
+        "the {scenario} schedule of these settings would need {needed} of memory \
+         ({queries} queries, {samples} samples{why}), more than the {available} available; \
+         {advice}",
+        scenario = .scenario.as_str(),
+        needed = if .estimate.bytes.is_finite() {
+            format!("about {}", human_bytes(.estimate.bytes))
+        } else {
+            "an unbounded amount".to_string()
+        },
+        queries = human_count(.estimate.queries),
+        samples = human_count(.estimate.samples),
+        why = if .estimate.queries.is_finite() { "" } else {
+            ": the interval between queries rounds down to 0 ns, so it never ends"
+        },
+        available = human_bytes(*.available as f64),
+        advice = memory_advice(*.scenario),
+    )]
+    TooLarge {
+        scenario: TestScenario,
+        estimate: PlanEstimate,
+        available: u64,
+    },
+}
+
+/// Size of a pass's pre-generated schedule, estimated from the settings without generating it
+/// (see [`estimate_plan`]). Counts are floating point: absurd settings exceed any integer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanEstimate {
+    /// Queries generated (infinite when the interval between them rounds down to 0 ns).
+    pub queries: f64,
+    /// Samples generated over those queries.
+    pub samples: f64,
+    /// Bytes the runner holds for them during the pass.
+    pub bytes: f64,
+}
+
+/// Bytes held per generated query: the plan's entry (40, counted twice for the growth of the
+/// list), its sample list's allocation overhead (16), the pass's scheduled/issued/done times and
+/// outstanding count (56) and the MultiStream query latency (8).
+pub const BYTES_PER_QUERY: f64 = 160.0;
+/// Bytes held per generated sample: the plan's entry (24), the pass's query index and latency
+/// (12), the collected latency (8) and, for a SUT reporting server timings, the timing and its
+/// breakdown entry (64); rounded up.
+pub const BYTES_PER_SAMPLE: f64 = 112.0;
+
+/// Estimates the schedule [`generate_queries`] makes for one pass over a loaded set of
+/// `set_size` samples (padding included), following the same rules: a query every
+/// ⌊1e9/target_qps⌋ ns over 2 × target_duration (SingleStream, MultiStream), Poisson arrivals
+/// over 1 × target_duration (Server: the mean of the truncated exponential interval), at least
+/// min_query_count queries; Offline one query of samples_per_query samples; accuracy and
+/// `performance_issue_unique` passes one query per `samples_per_query` loaded samples.
+/// Memory = queries × [`BYTES_PER_QUERY`] + samples × [`BYTES_PER_SAMPLE`] + 8 bytes per
+/// equal-issue position and per sample of the largest query (the generator's buffers).
+pub fn estimate_plan(
+    settings: &EffectiveSettings,
+    kind: PassKind,
+    set_size: usize,
+) -> PlanEstimate {
+    let scenario = settings.scenario;
+    let accuracy = kind == PassKind::Accuracy;
+    let set = set_size as f64;
+    let multiplier = if scenario == TestScenario::Server {
+        1.0
+    } else {
+        2.0
+    };
+    let mut gen_ns = multiplier * settings.target_duration_ms as f64 * 1e6;
+    let mut min_queries = settings.min_query_count as f64;
+    let mut samples_per_query = settings.samples_per_query as f64;
+    if accuracy && scenario == TestScenario::Offline {
+        samples_per_query = set;
+    }
+    if samples_per_query == 0.0 {
+        return PlanEstimate {
+            queries: 0.0,
+            samples: 0.0,
+            bytes: 0.0,
+        };
+    }
+    if accuracy || settings.performance_issue_unique {
+        gen_ns = 0.0;
+        min_queries = (set / samples_per_query).floor();
+    }
+    if !accuracy && settings.sample_concatenate_permutation && set > 0.0 {
+        if scenario == TestScenario::Offline {
+            samples_per_query = (samples_per_query / set).ceil() * set;
+        } else {
+            // Padded to a multiple of the set, and raised by a set when reached early.
+            min_queries = (min_queries / set).ceil() * set + set;
+        }
+    }
+    let by_time = if gen_ns <= 0.0 {
+        0.0
+    } else {
+        // Mean interval in whole ns, as the generator truncates each one.
+        let interval_ns = if scenario == TestScenario::Server {
+            let mean_ns = 1e9 / settings.target_qps;
+            1.0 / (1.0 / mean_ns).exp_m1()
+        } else {
+            (1e9 / settings.target_qps).floor()
+        };
+        if interval_ns > 0.0 {
+            (gen_ns / interval_ns).ceil() + 1.0
+        } else {
+            f64::INFINITY
+        }
+    };
+    let queries = min_queries.max(by_time);
+    let samples = queries * samples_per_query;
+    let equal_issue_positions = if set > 0.0 {
+        (min_queries / set).ceil() * set
+    } else {
+        0.0
+    };
+    let bytes = queries * BYTES_PER_QUERY
+        + samples * BYTES_PER_SAMPLE
+        + 8.0 * (equal_issue_positions + samples_per_query);
+    PlanEstimate {
+        queries,
+        samples,
+        bytes,
+    }
+}
+
+/// Refuses a pass whose schedule ([`estimate_plan`]) needs more than `available` bytes.
+pub fn check_plan_memory(
+    settings: &EffectiveSettings,
+    kind: PassKind,
+    set_size: usize,
+    available: u64,
+) -> Result<PlanEstimate, ScheduleError> {
+    let estimate = estimate_plan(settings, kind, set_size);
+    if estimate.bytes > available as f64 || estimate.bytes.is_nan() {
+        return Err(ScheduleError::TooLarge {
+            scenario: settings.scenario,
+            estimate,
+            available,
+        });
+    }
+    Ok(estimate)
+}
+
+/// Checks the passes a test with these settings runs (the first performance pass and the
+/// accuracy passes its mode implies) against `available` bytes, or against the machine's
+/// available memory ([`available_memory`]) when `None` (no check where that is unknown). A
+/// FindPeakPerformance search raises the QPS later; the runner checks every pass again.
+pub fn check_test_memory(
+    settings: &EffectiveSettings,
+    qsl_total_count: u64,
+    available: Option<u64>,
+) -> Result<(), ScheduleError> {
+    let Some(available) = available.or_else(available_memory) else {
+        return Ok(());
+    };
+    let padding = if settings.scenario == TestScenario::MultiStream {
+        settings.samples_per_query.saturating_sub(1)
+    } else {
+        0
+    };
+    let set_size = |count: u64| {
+        let n = count.min(qsl_total_count);
+        let n = match settings.performance_sample_count {
+            0 => n,
+            chunk => n.min(chunk),
+        };
+        (n + if n > 0 { padding } else { 0 }) as usize
+    };
+    use crate::settings::TestMode;
+    if settings.mode != TestMode::PerformanceOnly && settings.mode != TestMode::FindPeakPerformance
+    {
+        let size = set_size(settings.accuracy_sample_count);
+        check_plan_memory(settings, PassKind::Accuracy, size, available)?;
+    }
+    if settings.mode != TestMode::AccuracyOnly {
+        let size = set_size(settings.performance_sample_count);
+        check_plan_memory(settings, PassKind::Performance, size, available)?;
+    }
+    Ok(())
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes; `None` where it cannot be read.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_available(&text)
+}
+
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let mut words = line.split_whitespace().skip(1);
+    let value: u64 = words.next()?.parse().ok()?;
+    let unit = match words.next() {
+        Some("kB") => 1024,
+        None => 1,
+        Some(_) => return None,
+    };
+    value.checked_mul(unit)
+}
+
+fn memory_advice(scenario: TestScenario) -> &'static str {
+    match scenario {
+        TestScenario::Server => "lower target_qps, min_duration or min_query_count",
+        TestScenario::Offline => {
+            "lower target_qps (the expected QPS), min_duration or min_query_count: the one query \
+             holds max(min_query_count, 1.1 x min_duration x target_qps) samples"
+        }
+        TestScenario::SingleStream | TestScenario::MultiStream => {
+            "raise target_latency (the expected latency: one query per expected latency is \
+             generated over 2 x min_duration), or lower min_duration, min_query_count or \
+             samples_per_query"
+        }
+    }
+}
+
+/// `123456` below ten million, `1.23e14` above.
+fn human_count(n: f64) -> String {
+    if !n.is_finite() {
+        "unbounded".to_string()
+    } else if n < 1e7 {
+        format!("{n:.0}")
+    } else {
+        format!("{n:.2e}")
+    }
+}
+
+/// Bytes in KiB, MiB, GiB, TiB...
+fn human_bytes(bytes: f64) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{value:.0} bytes")
+    } else if value >= 1024.0 {
+        format!("{value:.2e} {}", units[unit])
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
 }
 
 /// Generates the loadable sets from the first `count` QSL indices (capped at the QSL size).
@@ -600,5 +842,140 @@ mod tests {
             generate_queries(&e, PassKind::Performance, &set, &mut SequenceGen::new()),
             Err(ScheduleError::EmptySet)
         );
+    }
+
+    /// The estimate against the real generator for the reference settings of every scenario.
+    #[test]
+    fn the_plan_estimate_follows_the_generator() {
+        let cases = [
+            settings(TestScenario::Server, |s| {
+                s.server_target_qps = 500.0;
+                s.min_duration_ms = 5000;
+            }),
+            settings(TestScenario::SingleStream, |s| {
+                s.single_stream_expected_latency_ns = 1e6;
+                s.min_duration_ms = 3000;
+            }),
+            settings(TestScenario::MultiStream, |s| {
+                s.multi_stream_expected_latency_ns = 1e6;
+                s.min_duration_ms = 100;
+                s.min_query_count = 662;
+            }),
+            settings(TestScenario::Offline, |s| {
+                s.offline_expected_qps = 10000.0;
+                s.min_duration_ms = 2000;
+                s.min_query_count = 24576;
+            }),
+            settings(TestScenario::SingleStream, |s| {
+                s.mode = TestMode::AccuracyOnly;
+            }),
+        ];
+        for e in &cases {
+            let kind = if e.mode == TestMode::AccuracyOnly {
+                PassKind::Accuracy
+            } else {
+                PassKind::Performance
+            };
+            let p = plan(e, kind);
+            let sets = generate_loadable_sets(e, 5000, e.performance_sample_count);
+            let est = estimate_plan(e, kind, sets[0].samples.len());
+            let (queries, samples) = (p.queries.len() as f64, p.sample_count() as f64);
+            let close = |a: f64, b: f64| (a - b).abs() <= 0.05 * b.max(1.0);
+            assert!(
+                close(est.queries, queries) && close(est.samples, samples),
+                "{:?}: estimated {est:?}, generated {queries} queries {samples} samples",
+                e.scenario
+            );
+            assert!(est.bytes >= samples * BYTES_PER_SAMPLE);
+            assert!(check_plan_memory(e, kind, sets[0].samples.len(), 1 << 30).is_ok());
+        }
+        // SingleStream's count is exact: ⌈2 × 3 s / 1 ms⌉ + 1.
+        assert_eq!(
+            estimate_plan(&cases[1], PassKind::Performance, 1024).queries,
+            6001.0
+        );
+    }
+
+    #[test]
+    fn a_schedule_larger_than_the_memory_is_refused_with_advice() {
+        let huge = settings(TestScenario::Server, |s| {
+            s.server_target_qps = 1e12;
+            s.min_duration_ms = 600_000;
+        });
+        // A mean interval of 1 ps truncates to 0 ns nearly always: the generator never ends.
+        let est = estimate_plan(&huge, PassKind::Performance, 1024);
+        assert!(est.queries.is_infinite(), "{est:?}");
+        let err = check_plan_memory(&huge, PassKind::Performance, 1024, 16 << 30).unwrap_err();
+        let text = err.to_string();
+        for part in [
+            "the Server schedule of these settings would need an unbounded amount of memory",
+            "rounds down to 0 ns",
+            "more than the 16.0 GiB available",
+            "lower target_qps, min_duration or min_query_count",
+        ] {
+            assert!(text.contains(part), "{text}");
+        }
+        // 1e8 QPS over 600 s: a mean truncated interval of 1/(e^0.1 − 1) = 9.51 ns.
+        let big = settings(TestScenario::Server, |s| {
+            s.server_target_qps = 1e8;
+            s.min_duration_ms = 600_000;
+        });
+        let est = estimate_plan(&big, PassKind::Performance, 1024);
+        assert!((est.queries / 6.31e10 - 1.0).abs() < 0.01, "{est:?}");
+        let text = check_plan_memory(&big, PassKind::Performance, 1024, 16 << 30)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("would need about 15.6 TiB of memory (6.31e10 queries, 6.31e10 samples)"),
+            "{text}"
+        );
+        assert!(
+            check_test_memory(&huge, 5000, Some(16 << 30)).is_err(),
+            "the whole-test check sees it too"
+        );
+        // The accuracy pass of the same settings is small: one query per loaded sample.
+        assert!(check_plan_memory(&huge, PassKind::Accuracy, 1024, 16 << 30).is_ok());
+
+        // A SingleStream interval that rounds down to 0 ns never ends.
+        let endless = settings(TestScenario::SingleStream, |s| {
+            s.single_stream_expected_latency_ns = 0.5;
+            s.min_duration_ms = 1;
+        });
+        let text = check_plan_memory(&endless, PassKind::Performance, 1024, u64::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("an unbounded amount") && text.contains("rounds down to 0 ns"),
+            "{text}"
+        );
+        assert!(text.contains("raise target_latency"), "{text}");
+
+        // Offline holds one query of max(min_query_count, 1.1 × min_duration × target_qps).
+        let offline = settings(TestScenario::Offline, |s| {
+            s.offline_expected_qps = 1e12;
+            s.min_duration_ms = 600_000;
+        });
+        assert_eq!(
+            estimate_plan(&offline, PassKind::Performance, 1024).queries,
+            1.0
+        );
+        let text = check_test_memory(&offline, 5000, Some(16 << 30))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("the Offline schedule") && text.contains("1 queries"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn mem_available_is_read_from_meminfo() {
+        let meminfo =
+            "MemTotal:       24586000 kB\nMemFree:         1000 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(parse_mem_available(meminfo), Some(20_000_000 * 1024));
+        assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
+        if std::path::Path::new("/proc/meminfo").exists() {
+            assert!(available_memory().is_some_and(|b| b > 0));
+        }
     }
 }

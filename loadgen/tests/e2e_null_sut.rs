@@ -326,3 +326,150 @@ fn the_detail_log_names_its_writer_and_its_sources() {
         "a dirty tree is not an error line: {errors:?}"
     );
 }
+
+/// A SUT that answers after `delay` on its own thread, and fails every `every`-th sample at once
+/// (like a refused connection) with an error text holding quotes.
+struct PartlyFailing {
+    delay: Duration,
+    every: u64,
+}
+
+impl loadgen::sut::Sut for PartlyFailing {
+    fn name(&self) -> String {
+        "partly failing".to_string()
+    }
+    fn issue_query(
+        &self,
+        samples: Vec<loadgen::sut::QuerySample>,
+        sink: loadgen::sut::ResponseSink,
+    ) {
+        use loadgen::sut::SampleResponse;
+        let (failed, good): (Vec<_>, Vec<_>) =
+            samples.into_iter().partition(|s| s.id % self.every == 3);
+        if !failed.is_empty() {
+            sink.complete(
+                failed
+                    .iter()
+                    .map(|s| SampleResponse {
+                        id: s.id,
+                        error: Some("connect \"refused\"".to_string()),
+                        ..SampleResponse::default()
+                    })
+                    .collect(),
+            );
+        }
+        let delay = self.delay;
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            sink.complete(
+                good.iter()
+                    .map(|s| SampleResponse {
+                        id: s.id,
+                        data: vec![0; 4],
+                        ..SampleResponse::default()
+                    })
+                    .collect(),
+            );
+        });
+    }
+}
+
+#[test]
+fn a_run_with_failed_samples_is_invalid_and_says_why() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let out = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let settings = loadgen::settings::TestSettings {
+        scenario: TestScenario::Server,
+        server_target_qps: 1000.0,
+        min_duration_ms: 600,
+        performance_sample_count_override: 100,
+        ..Default::default()
+    };
+    let outcome = start_test(
+        Arc::new(PartlyFailing {
+            delay: Duration::from_millis(2),
+            every: 10,
+        }),
+        Arc::new(MemoryQsl::new("q", 100, 100)),
+        &settings,
+        &LogSettings {
+            outdir: out.path().to_path_buf(),
+            enable_trace: false,
+            ..LogSettings::default()
+        },
+        &RunOptions {
+            audit_config: out.path().join("none"),
+            ..RunOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let perf = outcome.performance.as_ref().expect("a performance pass");
+    let failed = outcome.failed_samples;
+    let issued = perf.result.queries_issued;
+    assert!(
+        failed > 0 && failed == perf.result.failed_samples,
+        "{failed}"
+    );
+    assert_eq!(
+        perf.sample_count + failed,
+        issued,
+        "Server: one sample a query"
+    );
+    assert_eq!(outcome.valid(), Some(false));
+    // Every other verdict holds: the failures alone make the run INVALID.
+    assert!(perf.perf_constraints_met && perf.min_duration_met && perf.min_queries_met);
+    assert!(perf.early_stopping_met);
+
+    let summary = &outcome.summary_text;
+    for part in [
+        "\nResult is : INVALID\n",
+        "  Performance constraints satisfied : Yes\n",
+        &format!("  All samples succeeded : NO ({failed} of {issued} failed)\nRecommendations:\n"),
+        &format!(" * {failed} samples failed: connect \"refused\"\n"),
+        &format!("Additional Stats\n================================================\nFailed samples (left out below): {failed}\n"),
+        &format!("\n{failed} ERRORS encountered. See detailed log.\n"),
+    ] {
+        assert!(summary.contains(part), "summary lacks {part:?}:\n{summary}");
+    }
+    // The failures (answered at once) are not in the latencies: the fastest took the delay.
+    let min_line = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("Min latency (ns)                : "))
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or_default();
+    assert!(min_line >= 2_000_000, "{summary}");
+
+    // Every line is valid JSON although the error text holds quotes.
+    let detail = read_detail(&outcome.paths.detail);
+    assert_eq!(first(&detail, "result_validity"), "INVALID");
+    assert_eq!(first(&detail, "result_failed_sample_count"), failed);
+    assert_eq!(
+        first(&detail, "result_invalid_reason"),
+        format!("{failed} samples failed: connect \"refused\"")
+    );
+    assert!(
+        first(&detail, "result_min_latency_ns")
+            .as_i64()
+            .unwrap_or_default()
+            >= 2_000_000
+    );
+    let keys = keys(&detail);
+    let at = |k: &str| keys.iter().position(|x| x == k).unwrap_or(usize::MAX);
+    assert!(at("early_stopping_met") < at("result_failed_sample_count"));
+    assert!(at("result_failed_sample_count") < at("result_invalid_reason"));
+    let errors: Vec<&Entry> = detail.iter().filter(|e| e.is_error).collect();
+    assert_eq!(errors.len() as u64, failed);
+    assert!(errors.iter().all(|e| e
+        .value
+        .as_str()
+        .unwrap_or_default()
+        .ends_with("failed: connect \"refused\"")));
+    assert!(
+        first(&detail, "result_completed_samples_per_sec")
+            .as_f64()
+            .unwrap_or_default()
+            > 0.0
+    );
+}

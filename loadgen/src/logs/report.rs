@@ -5,7 +5,7 @@ use std::io;
 use std::time::Instant;
 
 use crate::diagnostics::Site;
-use crate::logs::detail::DetailLog;
+use crate::logs::detail::{DetailLog, Value};
 use crate::logs::format::fixed;
 use crate::logs::summary;
 use crate::results::{PerformanceSummary, PERCENTILES};
@@ -413,6 +413,15 @@ pub fn log_results(log: &mut DetailLog, at: Instant, s: &PerformanceSummary) -> 
     log.log(at, site(679), "result_min_duration_met", s.min_duration_met)?;
     log.log(at, site(680), "result_min_queries_met", s.min_queries_met)?;
     log.log(at, site(681), "early_stopping_met", s.early_stopping_met)?;
+    // Not official keys: only when samples failed (the official LoadGen has no such samples).
+    if !s.no_failed_samples() {
+        log.log(
+            at,
+            Site::new("results.rs", line!()),
+            "result_failed_sample_count",
+            s.result.failed_samples,
+        )?;
+    }
     if !valid {
         let mut reason = String::new();
         if !s.perf_constraints_met {
@@ -426,11 +435,18 @@ pub fn log_results(log: &mut DetailLog, at: Instant, s: &PerformanceSummary) -> 
         if !s.min_queries_met {
             reason += "The test exited early, before enough queries were issued.";
         }
+        if let Some(failures) = s.failure_text() {
+            if !reason.is_empty() && !reason.ends_with(' ') {
+                reason.push(' ');
+            }
+            reason += &failures;
+        }
+        // Escaped: a SUT's error text may hold quotes (the official reasons have none).
         log.log(
             at,
             site(695),
             "result_invalid_reason",
-            reason.replace('\n', " "),
+            Value::Escaped(reason.replace('\n', " ")),
         )?;
     }
     log.log(

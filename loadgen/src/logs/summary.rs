@@ -54,6 +54,14 @@ pub fn render_performance(s: &PerformanceSummary) -> String {
         "  Early stopping satisfied: {}",
         yes_no(s.early_stopping_met)
     ));
+    // Not in the official format (which has no failed samples): only when some failed.
+    if !s.no_failed_samples() {
+        out.line(&format!(
+            "  All samples succeeded : NO ({} of {} failed)",
+            s.result.failed_samples,
+            s.sample_count + s.result.failed_samples
+        ));
+    }
     if !valid {
         out.line("Recommendations:");
         if !s.perf_constraints_met {
@@ -67,12 +75,23 @@ pub fn render_performance(s: &PerformanceSummary) -> String {
                 " * The test exited early, before enough queries were issued.\n   See the detailed log for why this may have occurred.",
             );
         }
+        if let Some(failures) = s.failure_text() {
+            out.line(&format!(
+                " * {failures}\n   A failed sample produced no result: fix the SUT (see the error_runtime\n   lines in the detailed log) and rerun."
+            ));
+        }
     }
     if e.scenario != TestScenario::Offline {
         out.line("Early Stopping Result:");
         out.line(&s.early_stopping_text);
     }
     out.line(&format!("\n{RULE}\nAdditional Stats\n{RULE}"));
+    if !s.no_failed_samples() {
+        out.line(&format!(
+            "Failed samples (left out below): {}",
+            s.result.failed_samples
+        ));
+    }
     match e.scenario {
         TestScenario::SingleStream => {
             out.line(&format!(
@@ -118,14 +137,17 @@ pub fn render_footer(warnings: u64, errors: u64) -> String {
     warning + &error
 }
 
-/// `result_completed_samples_per_sec`: (n − 1) / completion time of the last issued query.
+/// `result_completed_samples_per_sec`: (n − 1) / completion time of the last issued query, n
+/// the samples that succeeded (throughputs count only them).
 pub fn completed_samples_per_sec(s: &PerformanceSummary) -> f64 {
     n_minus_one(s) / s.result.final_query_all_samples_done_time
 }
 
-/// `result_scheduled_samples_per_sec`: (n − 1) / scheduled time of the last query.
+/// `result_scheduled_samples_per_sec`: (n − 1) / scheduled time of the last query; n counts
+/// the failed samples too (they were scheduled; the completed rate counts only successes).
 pub fn scheduled_samples_per_sec(s: &PerformanceSummary) -> f64 {
-    n_minus_one(s) / s.result.final_query_scheduled_time
+    let n = s.sample_count + s.result.failed_samples;
+    n.wrapping_sub(1) as f64 / s.result.final_query_scheduled_time
 }
 
 /// `result_samples_per_second` (Offline): n / largest latency.

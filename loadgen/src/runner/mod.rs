@@ -103,6 +103,8 @@ pub struct TestOutcome {
     pub paths: LogPaths,
     /// Samples completed with an error by the SUT (all passes).
     pub failed_samples: u64,
+    /// The error of the first sample that failed (any pass).
+    pub first_failure: Option<String>,
     /// Entries in the accuracy log.
     pub accuracy_entries: u64,
     pub errors: u64,
@@ -215,6 +217,7 @@ pub fn start_test(
         seq: SequenceGen::new(),
         performance: None,
         failed: 0,
+        first_failure: None,
         breakdown: (0, Vec::new()),
         sut_name: String::new(),
         detail_path: paths.detail.clone(),
@@ -266,6 +269,7 @@ pub fn start_test(
         }
     }
     let failed_samples = test.failed;
+    let first_failure = test.first_failure.take();
     let performance = test.performance.take();
     drop(test);
     let accuracy_entries = {
@@ -283,6 +287,7 @@ pub fn start_test(
         performance,
         paths,
         failed_samples,
+        first_failure,
         accuracy_entries,
         errors,
         warnings,
@@ -315,6 +320,7 @@ struct Test {
     seq: SequenceGen,
     performance: Option<PerformanceSummary>,
     failed: u64,
+    first_failure: Option<String>,
     /// Sample count and timed samples of the last performance pass.
     breakdown: (usize, Vec<BreakdownSample>),
     sut_name: String,
@@ -549,6 +555,11 @@ impl Test {
             return Err(LoadgenError::Interrupted);
         }
         let offset = schedule::accuracy_log_offset(eff.accuracy_log_rng_seed);
+        // Refused before generating anything: a schedule larger than the memory available
+        // would only end the process (e.g. a FindPeakPerformance search raising the QPS).
+        if let Some(available) = schedule::available_memory() {
+            schedule::check_plan_memory(eff, kind, set.samples.len(), available)?;
+        }
         let plan = Arc::new(schedule::generate_queries(eff, kind, set, &mut self.seq)?);
         self.log(|d, at| {
             let site = |line| Site::new(LOADGEN, line);
@@ -615,6 +626,9 @@ impl Test {
         }
         let m = collect(&state, &stats);
         self.failed += m.failed;
+        if self.first_failure.is_none() {
+            self.first_failure = m.result.first_failure.clone();
+        }
         self.log(report::log_contention)?;
         let active = m.max_completion.saturating_duration_since(stats.start);
         let begin = chrono::DateTime::<chrono::Utc>::from(stats.start_system);

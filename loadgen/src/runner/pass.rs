@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::breakdown::BreakdownSample;
 use crate::diagnostics::Site;
 use crate::logs::accuracy::AccuracyLog;
-use crate::logs::detail::DetailLog;
+use crate::logs::detail::{DetailLog, Value};
 use crate::logs::trace::{signed_ns, SampleTrace, TraceLog};
 use crate::results::PerformanceResult;
 use crate::schedule::{should_log_accuracy, PassKind, PlannedSample, QueryPlan};
@@ -56,9 +56,14 @@ struct PassInner {
     /// only when this reaches the issued count, so no entry is written after the log closes.
     recorded: usize,
     queries_completed: usize,
+    /// Largest latency of a sample that succeeded.
     max_latency: i64,
     max_completion: Instant,
     failed: u64,
+    /// Positions of the samples that completed with an error, in completion order.
+    failed_positions: Vec<usize>,
+    /// The error of the first sample that failed.
+    first_failure: Option<String>,
 }
 
 /// Immutable description of the pass plus its state.
@@ -109,6 +114,8 @@ impl PassState {
                 max_latency: 0,
                 max_completion: Instant::now(),
                 failed: 0,
+                failed_positions: Vec::new(),
+                first_failure: None,
             }),
             changed: Condvar::new(),
         }
@@ -165,8 +172,10 @@ impl Router {
 
     fn runtime_error(&self, at: Instant, site: Site, message: String) {
         // A failing detail log cannot be reported from the SUT's thread; the final flush in
-        // the runner surfaces persistent I/O errors.
-        let _ = lock(&self.outputs.detail).error(at, site, "error_runtime", message);
+        // the runner surfaces persistent I/O errors. Escaped: a SUT's error text may hold
+        // quotes, which would make the line invalid JSON (the official texts have none).
+        let _ =
+            lock(&self.outputs.detail).error(at, site, "error_runtime", Value::Escaped(message));
     }
 }
 
@@ -237,7 +246,6 @@ impl CompletionHandler for Router {
                 if let Some(t) = r.server_timing {
                     inner.timings.push((i, t));
                 }
-                inner.max_latency = inner.max_latency.max(latency);
                 inner.max_completion = inner.max_completion.max(completed_at);
                 inner.remaining[qi] -= 1;
                 if inner.remaining[qi] == 0 {
@@ -245,7 +253,13 @@ impl CompletionHandler for Router {
                     inner.queries_completed += 1;
                 }
                 if let Some(message) = &r.error {
+                    // A failed sample never produced a result: it is counted, and left out
+                    // of the latencies and throughput (see `collect`).
                     inner.failed += 1;
+                    inner.failed_positions.push(i);
+                    if inner.first_failure.is_none() {
+                        inner.first_failure = Some(message.clone());
+                    }
                     problems.push((
                         Site::new(OWN_FILE, line!()),
                         format!(
@@ -253,6 +267,8 @@ impl CompletionHandler for Router {
                             r.id, planned.index, message
                         ),
                     ));
+                } else {
+                    inner.max_latency = inner.max_latency.max(latency);
                 }
                 done.push(Completed {
                     response,
@@ -547,7 +563,26 @@ pub fn collect(pass: &PassState, stats: &IssueStats) -> PassMeasurements {
         NOT_DONE => 0,
         l => l,
     };
-    let sample_latencies: Vec<i64> = (0..issued).map(latency).collect();
+    // Failed samples (and, in MultiStream, the queries they belong to) are left out of every
+    // statistic; the mask exists only when something failed.
+    let failed_mask = (!inner.failed_positions.is_empty()).then(|| {
+        let mut mask = vec![false; issued];
+        for &i in inner.failed_positions.iter().filter(|&&i| i < issued) {
+            mask[i] = true;
+        }
+        mask
+    });
+    let failed = |i: usize| failed_mask.as_ref().is_some_and(|m| m[i]);
+    let mut failed_queries: Vec<u32> = inner
+        .failed_positions
+        .iter()
+        .filter(|&&i| i < issued)
+        .map(|&i| pass.sample_query[i])
+        .collect();
+    failed_queries.sort_unstable();
+    failed_queries.dedup();
+    let sample_latencies: Vec<i64> = (0..issued).filter(|&i| !failed(i)).map(latency).collect();
+    let failed_samples = (issued - sample_latencies.len()) as u64;
     let breakdown = inner
         .timings
         .iter()
@@ -571,9 +606,13 @@ pub fn collect(pass: &PassState, stats: &IssueStats) -> PassMeasurements {
             .map_or(0.0, |q| q.scheduled_delta_ns as f64 / 1e9),
         final_query_issued_time: secs(inner.issued.get(last).copied().flatten()),
         final_query_all_samples_done_time: secs(inner.done.get(last).copied().flatten()),
+        failed_samples,
+        failed_queries: failed_queries.len() as u64,
+        first_failure: inner.first_failure.clone(),
     };
     if pass.scenario == TestScenario::MultiStream {
         result.query_latencies = (0..stats.queries_issued)
+            .filter(|&q| failed_queries.binary_search(&(q as u32)).is_err())
             .map(|q| match (inner.scheduled[q], inner.done[q]) {
                 (Some(s), Some(d)) => signed_ns(s, d),
                 _ => 0,
