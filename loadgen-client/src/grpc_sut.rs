@@ -1,11 +1,14 @@
 //! The system under test over the network: KServe v2 `ModelInfer` with `raw_input_contents`,
 //! over several HTTP/2 connections per endpoint and several endpoints, round-robin. The SUT owns
 //! its tokio runtime; `issue_query` spawns and returns at once. Every sample completes exactly
-//! once, with an error set when its request failed.
+//! once, with an error set when its request failed. A request the server refuses as overloaded
+//! (`RESOURCE_EXHAUSTED`) is retried a bounded number of times with exponential back-off, and
+//! every retry is counted ([`RetryStats`], reported after the summary and in the detail log).
+//! `https://` endpoints use TLS, and a bearer token goes with every RPC ([`Security`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use inference_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -21,14 +24,17 @@ use inference_proto::inference::{
 use inference_proto::DataType;
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::dataset::SampleStore;
 use crate::postprocess::{self, OutputTensor};
 use crate::profile::Profile;
+use crate::security::{is_https, BearerToken, Security};
+use loadgen::observer::{Observation, RunObserver};
 use loadgen::sut::{QuerySample, ResponseSink, SampleResponse, ServerTiming, Sut};
 
-type Client = GrpcInferenceServiceClient<Channel>;
+type Client = GrpcInferenceServiceClient<InterceptedService<Channel, BearerToken>>;
 
 /// How the SUT reaches the server and sizes its requests.
 #[derive(Debug, Clone)]
@@ -46,11 +52,17 @@ pub struct GrpcSutConfig {
     /// Input bytes in flight at once per endpoint (a request larger than the whole budget
     /// still goes, alone), so a server's bounded queue is not flooded.
     pub in_flight_bytes_per_endpoint: usize,
-    /// Deadline of one request; requests the server refuses as overloaded
-    /// (`RESOURCE_EXHAUSTED`) are retried with backoff within this time.
+    /// Deadline of one request; retries of a refused request (see `retries`) also stop when
+    /// the next one would start after it.
     pub request_timeout: Duration,
     /// Timeout of one connection attempt.
     pub connect_timeout: Duration,
+    /// How many times a request the server refuses as overloaded (`RESOURCE_EXHAUSTED`) is sent
+    /// again, after [`FIRST_BACKOFF`] doubling up to [`MAX_BACKOFF`]; then its samples fail with
+    /// the server's status.
+    pub retries: u32,
+    /// TLS for `https://` endpoints and the bearer token.
+    pub security: Security,
 }
 
 /// Why the SUT could not start.
@@ -62,8 +74,30 @@ pub enum GrpcSutError {
         "invalid endpoint '{endpoint}': {reason} (expected a URL such as http://127.0.0.1:8001)"
     )]
     BadEndpoint { endpoint: String, reason: String },
-    #[error("cannot connect to {endpoint}: {reason}; is the inference server running and listening there?")]
+    #[error("cannot connect to {endpoint}: {reason}; is the inference server running and listening there?{hint}",
+        hint = if is_https(endpoint) { "" } else { " (a server that uses TLS needs an https:// endpoint)" })]
     Unreachable { endpoint: String, reason: String },
+    #[error(
+        "cannot open a TLS connection to {endpoint}: {reason}; check that the server serves TLS \
+         there, that --tls-ca holds the CA that signed its certificate (default: the system's \
+         roots), that the certificate names the endpoint's host (or --tls-server-name) and, if \
+         the server asks for a client certificate, --tls-cert and --tls-key"
+    )]
+    TlsHandshake { endpoint: String, reason: String },
+    #[error("{endpoint}: {error}")]
+    Security {
+        endpoint: String,
+        error: crate::security::SecurityError,
+    },
+    #[error("{endpoint}: TLS options were given for a plaintext endpoint; use https://{rest}, or drop --tls-ca/--tls-cert/--tls-key/--tls-server-name",
+        rest = endpoint.split_once("://").map_or(endpoint.as_str(), |(_, r)| r))]
+    TlsOnPlaintext { endpoint: String },
+    #[error("{endpoint}: {call} was refused: {reason}; the server wants a valid bearer token (--token or LOADGEN_TOKEN)")]
+    Unauthenticated {
+        endpoint: String,
+        call: &'static str,
+        reason: String,
+    },
     #[error("{endpoint}: {call} failed: {reason}")]
     Rpc {
         endpoint: String,
@@ -106,10 +140,14 @@ struct Shared {
     kibibytes: Semaphore,
     kibibytes_total: u32,
     retry_window: Duration,
+    max_retries: u32,
+    retry_stats: Arc<RetryStats>,
 }
 
+/// Pause before the first retry of an overloaded request; each further one waits twice as long.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 /// Longest pause between retries of an overloaded request.
-const MAX_BACKOFF: Duration = Duration::from_millis(100);
+pub const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
 /// [`Sut`] over KServe v2 gRPC.
 pub struct GrpcSut {
@@ -151,6 +189,8 @@ impl GrpcSut {
             kibibytes: Semaphore::new(kib_total),
             kibibytes_total: u32::try_from(kib_total).unwrap_or(u32::MAX),
             retry_window: config.request_timeout,
+            max_retries: config.retries,
+            retry_stats: Arc::new(RetryStats::new(config.retries)),
         };
         Ok(Self {
             runtime,
@@ -161,6 +201,13 @@ impl GrpcSut {
                 config.endpoints.join(", ")
             ),
         })
+    }
+}
+
+impl GrpcSut {
+    /// The retry counters; hand them to the runner as an observer to report them.
+    pub fn retry_stats(&self) -> Arc<RetryStats> {
+        Arc::clone(&self.shared.retry_stats)
     }
 }
 
@@ -212,19 +259,31 @@ impl Shared {
             .clamp(1, self.kibibytes_total);
         let _budget = self.kibibytes.acquire_many(kib).await.map_err(closed)?;
         let deadline = tokio::time::Instant::now() + self.retry_window;
-        let mut backoff = Duration::from_millis(1);
+        let mut backoff = FIRST_BACKOFF;
+        let mut retries = 0u32;
         let response = loop {
             let request = self.request(samples)?;
             let at = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
             let mut client = self.clients[at].clone();
             match client.model_infer(request).await {
                 Ok(response) => break response.into_inner(),
-                Err(status)
-                    if status.code() == tonic::Code::ResourceExhausted
-                        && tokio::time::Instant::now() + backoff < deadline =>
-                {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                    if retries < self.max_retries
+                        && tokio::time::Instant::now() + backoff < deadline
+                    {
+                        retries += 1;
+                        self.retry_stats.retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                    self.retry_stats.given_up.fetch_add(1, Ordering::Relaxed);
+                    return Err(format!(
+                        "ModelInfer failed: {}: {} (refused after {retries} {})",
+                        status.code(),
+                        status.message(),
+                        if retries == 1 { "retry" } else { "retries" }
+                    ));
                 }
                 Err(status) => {
                     return Err(format!(
@@ -338,11 +397,17 @@ fn server_timing(parameters: &HashMap<String, InferParameter>) -> Option<ServerT
 
 /// `error: cause: cause …`, since transport errors say little at the top level.
 fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
+    causes(error.to_string(), error.source())
+}
+
+/// `text` followed by each cause that adds something (layers often repeat their source's text).
+fn causes(mut text: String, mut source: Option<&dyn std::error::Error>) -> String {
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
         source = cause.source();
     }
     text
@@ -356,6 +421,103 @@ fn url(endpoint: &str) -> String {
     }
 }
 
+/// The endpoint with TLS when it is `https://` (refusing TLS options on a plaintext one).
+fn target(
+    endpoint: &str,
+    security: &Security,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> Result<Endpoint, GrpcSutError> {
+    let bad = |e: tonic::transport::Error| GrpcSutError::BadEndpoint {
+        endpoint: endpoint.to_string(),
+        reason: chain(&e),
+    };
+    let mut target = Endpoint::from_shared(url(endpoint))
+        .map_err(bad)?
+        .connect_timeout(connect_timeout)
+        .timeout(request_timeout);
+    if is_https(endpoint) {
+        let tls = security.tls.clone().unwrap_or_default();
+        let config = tls
+            .client_config()
+            .map_err(|error| GrpcSutError::Security {
+                endpoint: endpoint.to_string(),
+                error,
+            })?;
+        target = target
+            .tls_config(config)
+            .map_err(|e| GrpcSutError::TlsHandshake {
+                endpoint: endpoint.to_string(),
+                reason: chain(&e),
+            })?;
+    } else if security.tls.is_some() {
+        return Err(GrpcSutError::TlsOnPlaintext {
+            endpoint: endpoint.to_string(),
+        });
+    }
+    Ok(target)
+}
+
+/// Opens one connection; TLS failures are told apart from an absent server.
+async fn connect(
+    target: &Endpoint,
+    endpoint: &str,
+    auth: &BearerToken,
+) -> Result<Client, GrpcSutError> {
+    let channel = target.connect().await.map_err(|e| {
+        let reason = chain(&e);
+        if is_https(endpoint) && looks_like_tls_failure(&reason) {
+            GrpcSutError::TlsHandshake {
+                endpoint: endpoint.to_string(),
+                reason,
+            }
+        } else {
+            GrpcSutError::Unreachable {
+                endpoint: endpoint.to_string(),
+                reason,
+            }
+        }
+    })?;
+    Ok(
+        GrpcInferenceServiceClient::with_interceptor(channel, auth.clone())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX),
+    )
+}
+
+/// Whether a connection error came from the TLS layer rather than from TCP.
+fn looks_like_tls_failure(reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    let tcp = [
+        "connection refused",
+        "timed out",
+        "no route to host",
+        "unreachable",
+    ];
+    if tcp.iter().any(|t| reason.contains(t)) {
+        return false;
+    }
+    [
+        "certificate",
+        "tls",
+        "handshake",
+        "alert",
+        "corrupt message",
+        "peer",
+        "invalid dns",
+    ]
+    .iter()
+    .any(|t| reason.contains(t))
+}
+
+/// The bearer-token interceptor of these settings.
+fn auth(endpoint: &str, security: &Security) -> Result<BearerToken, GrpcSutError> {
+    BearerToken::new(security.token.as_deref()).map_err(|error| GrpcSutError::Security {
+        endpoint: endpoint.to_string(),
+        error,
+    })
+}
+
 /// Opens all connections (interleaved across endpoints so round-robin alternates endpoints)
 /// and checks every endpoint; returns the clients and the largest batch the model accepts.
 async fn open_all(
@@ -366,30 +528,19 @@ async fn open_all(
     let mut batch_cap = usize::MAX;
     let mut outputs = Vec::new();
     for endpoint in &config.endpoints {
-        let target = Endpoint::from_shared(url(endpoint))
-            .map_err(|e| GrpcSutError::BadEndpoint {
-                endpoint: endpoint.clone(),
-                reason: chain(&e),
-            })?
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .tcp_nodelay(true)
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(32 << 20));
+        let target = target(
+            endpoint,
+            &config.security,
+            config.connect_timeout,
+            config.request_timeout,
+        )?
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(32 << 20));
+        let auth = auth(endpoint, &config.security)?;
         let mut clients = Vec::with_capacity(config.connections_per_endpoint);
         for _ in 0..config.connections_per_endpoint.max(1) {
-            let channel = target
-                .connect()
-                .await
-                .map_err(|e| GrpcSutError::Unreachable {
-                    endpoint: endpoint.clone(),
-                    reason: chain(&e),
-                })?;
-            clients.push(
-                GrpcInferenceServiceClient::new(channel)
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX),
-            );
+            clients.push(connect(&target, endpoint, &auth).await?);
         }
         let (cap, read) = check(&mut clients[0], endpoint, &config.model, profile).await?;
         batch_cap = batch_cap.min(cap);
@@ -412,13 +563,7 @@ async fn check(
     model: &str,
     profile: &Profile,
 ) -> Result<(usize, Vec<String>), GrpcSutError> {
-    let rpc = |call: &'static str| {
-        move |status: tonic::Status| GrpcSutError::Rpc {
-            endpoint: endpoint.to_string(),
-            call,
-            reason: format!("{}: {}", status.code(), status.message()),
-        }
-    };
+    let rpc = |call: &'static str| move |status: tonic::Status| refused(endpoint, call, &status);
     let ready = client
         .server_ready(ServerReadyRequest {})
         .await
@@ -441,7 +586,10 @@ async fn check(
             version: String::new(),
         })
         .await
-        .map_err(|s| unavailable(format!("{}: {}", s.code(), s.message())))?
+        .map_err(|s| match refused(endpoint, "ModelReady", &s) {
+            e @ GrpcSutError::Unauthenticated { .. } => e,
+            _ => unavailable(format!("{}: {}", s.code(), s.message())),
+        })?
         .into_inner()
         .ready;
     if !model_ready {
@@ -461,6 +609,47 @@ async fn check(
         profile: profile.name.to_string(),
         problem,
     })
+}
+
+/// The error of a start-up RPC the server answered with `status`.
+fn refused(endpoint: &str, call: &'static str, status: &tonic::Status) -> GrpcSutError {
+    // The status's sources hold what the transport saw (e.g. a TLS alert).
+    let mut reason = causes(
+        format!("{}: {}", status.code(), status.message()),
+        std::error::Error::source(status),
+    );
+    let transport = matches!(
+        status.code(),
+        tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Unavailable
+            | tonic::Code::Cancelled
+    );
+    if !is_https(endpoint) && transport {
+        // What plaintext HTTP/2 to a TLS port looks like ("h2 protocol error", "transport
+        // error", ...).
+        reason.push_str(" (if the server uses TLS, it needs an https:// endpoint)");
+    } else if transport {
+        // A TLS 1.3 server that rejects the client's certificate (or its absence) says so only
+        // once the client reads.
+        reason.push_str(
+            " (if the server requires a client certificate, pass --tls-cert and --tls-key)",
+        );
+    }
+    match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            GrpcSutError::Unauthenticated {
+                endpoint: endpoint.to_string(),
+                call,
+                reason,
+            }
+        }
+        _ => GrpcSutError::Rpc {
+            endpoint: endpoint.to_string(),
+            call,
+            reason,
+        },
+    }
 }
 
 /// Compares the model's input and outputs with the profile; returns the batch limit and the
@@ -541,6 +730,7 @@ fn match_profile(
 /// does not implement ModelConfig (a Triton extension).
 pub fn input_quantization(
     endpoint: &str,
+    security: &Security,
     model: &str,
     input: &str,
     timeout: Duration,
@@ -550,21 +740,9 @@ pub fn input_quantization(
         .build()
         .map_err(GrpcSutError::Runtime)?;
     runtime.block_on(async {
-        let target = Endpoint::from_shared(url(endpoint))
-            .map_err(|e| GrpcSutError::BadEndpoint {
-                endpoint: endpoint.to_string(),
-                reason: chain(&e),
-            })?
-            .connect_timeout(timeout)
-            .timeout(timeout);
-        let channel = target
-            .connect()
-            .await
-            .map_err(|e| GrpcSutError::Unreachable {
-                endpoint: endpoint.to_string(),
-                reason: chain(&e),
-            })?;
-        let answer = GrpcInferenceServiceClient::new(channel)
+        let target = target(endpoint, security, timeout, timeout)?;
+        let mut client = connect(&target, endpoint, &auth(endpoint, security)?).await?;
+        let answer = client
             .model_config(ModelConfigRequest {
                 name: model.to_string(),
                 version: String::new(),
@@ -572,6 +750,14 @@ pub fn input_quantization(
             .await;
         let config = match answer {
             Ok(answer) => answer.into_inner().config.unwrap_or_default(),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) =>
+            {
+                return Err(refused(endpoint, "ModelConfig", &status))
+            }
             // Not a Triton-compatible server, or an unknown model (the SUT's checks say so).
             Err(_) => return Ok(None),
         };
@@ -587,6 +773,76 @@ pub fn input_quantization(
             .zip(zero_point)
             .filter(|(s, _)| *s > 0.0 && s.is_finite()))
     })
+}
+
+/// Retries of requests the server refused as overloaded, counted over a test (from the
+/// observer's `started` on); reported as `client_retries` in the detail log (a warning when
+/// there were any) and in a section after the summary.
+#[derive(Debug)]
+pub struct RetryStats {
+    max_retries: u32,
+    retries: AtomicU64,
+    given_up: AtomicU64,
+    /// The counters when the test started.
+    baseline: Mutex<(u64, u64)>,
+}
+
+impl RetryStats {
+    fn new(max_retries: u32) -> Self {
+        Self {
+            max_retries,
+            retries: AtomicU64::new(0),
+            given_up: AtomicU64::new(0),
+            baseline: Mutex::new((0, 0)),
+        }
+    }
+
+    /// `(retries, requests that failed as refused)` since the test started.
+    pub fn counts(&self) -> (u64, u64) {
+        let (r0, g0) = *self.baseline.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            self.retries.load(Ordering::Relaxed).saturating_sub(r0),
+            self.given_up.load(Ordering::Relaxed).saturating_sub(g0),
+        )
+    }
+}
+
+impl RunObserver for RetryStats {
+    fn started(&self) -> Vec<Observation> {
+        *self.baseline.lock().unwrap_or_else(|p| p.into_inner()) = (
+            self.retries.load(Ordering::Relaxed),
+            self.given_up.load(Ordering::Relaxed),
+        );
+        Vec::new()
+    }
+
+    fn finished(&self) -> Vec<Observation> {
+        let (retries, given_up) = self.counts();
+        let value = serde_json::json!({
+            "resource_exhausted_retries": retries,
+            "requests_refused_after_retries": given_up,
+            "max_retries_per_request": self.max_retries,
+        });
+        vec![Observation {
+            key: "client_retries".into(),
+            json: value.to_string(),
+            warning: retries > 0 || given_up > 0,
+        }]
+    }
+
+    fn summary(&self) -> Option<String> {
+        let (retries, given_up) = self.counts();
+        let rule = "================================================";
+        Some(format!(
+            "{rule}\nClient retries (loadgen-client; not LoadGen output)\n{rule}\n\
+             retries: {retries} (RESOURCE_EXHAUSTED)\n\
+             Requests refused after the last retry : {given_up}\n\
+             Retry policy : up to {} per request (--retries), back-off {} ms doubling to {} ms\n",
+            self.max_retries,
+            FIRST_BACKOFF.as_millis(),
+            MAX_BACKOFF.as_millis(),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -721,6 +977,8 @@ mod tests {
             in_flight_bytes_per_endpoint: 1 << 20,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
+            retries: 3,
+            security: Security::default(),
         };
         let profile = lookup("efficientnet-lite0-onnxruntime").unwrap();
         let err = GrpcSut::connect(&config, profile, Arc::default())

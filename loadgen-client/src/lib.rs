@@ -7,4 +7,5 @@ pub mod grpc_sut;
 pub mod postprocess;
 pub mod profile;
 pub mod progress;
+pub mod security;
 pub mod telemetry;

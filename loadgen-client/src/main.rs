@@ -13,9 +13,11 @@
 //! without any rules file would silently use zero seeds.
 //!
 //! Exit status: 0 when the test ran and every sample completed; 1 when it could not run (dataset,
-//! connection, unknown model, I/O); 2 for bad options or unreadable config files; 3 when the test
-//! ran to the end and wrote its logs but some samples failed (e.g. the server went away): the
-//! summary then reports the errors and the result is not usable; 4 when a device throttled or
+//! connection, TLS handshake, token refused, unknown model, I/O); 2 for bad options, unreadable
+//! config, CA, certificate or key files, and settings whose pre-generated schedule would not fit
+//! in the memory available; 3 when the test ran to the end and wrote its logs but some samples
+//! failed (e.g. the server went away, or stayed overloaded past `--retries`): the result is then
+//! INVALID and the summary says how many failed and why; 4 when a device throttled or
 //! reset during the run (device telemetry, read from the servers' metrics endpoints, marks it in
 //! the summary and detail log; `--allow-device-trouble` accepts it); 130 when interrupted by
 //! SIGINT/SIGTERM: issuing stops, outstanding samples are awaited and the logs are written (a
@@ -33,8 +35,11 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use loadgen::diagnostics::Diagnostic;
 use loadgen::null_sut::NullSut;
+use loadgen::observer::Observers;
 use loadgen::observer::RunObserver;
 use loadgen::runner::{self, RunOptions, TestOutcome};
+use loadgen::schedule;
+use loadgen::settings::EffectiveSettings;
 use loadgen::settings::{LogSettings, TestMode, TestScenario, TestSettings};
 use loadgen::sources::{ConfFile, Overrides, SettingsError, SettingsSources};
 use loadgen::sut::{Qsl, Sut};
@@ -43,10 +48,11 @@ use loadgen_client::dataset::coco::CocoSource;
 use loadgen_client::dataset::imagenet::ImagenetSource;
 use loadgen_client::dataset::synthetic::SyntheticSource;
 use loadgen_client::dataset::{Cache, DatasetQsl, GroundTruth, SampleSource};
-use loadgen_client::grpc_sut::{self, GrpcSut, GrpcSutConfig};
+use loadgen_client::grpc_sut::{self, GrpcSut, GrpcSutConfig, RetryStats};
 use loadgen_client::profile::{self, Profile};
 use loadgen_client::progress::ProgressSut;
-use loadgen_client::telemetry::{self, Monitor, Verdict};
+use loadgen_client::security::{is_https, BearerToken, Security, TlsOptions};
+use loadgen_client::telemetry::{self, Monitor, ScrapeAccess, Verdict};
 
 /// Seed of the synthetic dataset, fixed so runs are comparable.
 const SYNTHETIC_SEED: u64 = 0x6d6c_7065_7266;
@@ -71,8 +77,9 @@ enum DatasetKind {
                   --mlperf-conf). Results go to --output-dir; accuracy modes also write \
                   accuracy.txt there. An invalid user.conf is logged (error_invalid_config) and \
                   ignored, as the official LoadGen does.\n\nExit status: 0 success; 1 the test \
-                  could not run; 2 bad options or unreadable config file; 3 the test ran and \
-                  wrote its logs but some samples failed; 4 a device throttled or reset during \
+                  could not run; 2 bad options, unreadable config/TLS files, or a schedule too \
+                  large for the memory available; 3 the test ran and wrote its logs but some \
+                  samples failed (the result is INVALID); 4 a device throttled or reset during \
                   the run (see the summary's device telemetry)."
 )]
 struct Cli {
@@ -158,9 +165,37 @@ struct Cli {
     #[arg(long, visible_alias = "threads", default_value_t = 4)]
     connections: usize,
     /// Megabytes of input tensors in flight per endpoint; keeps a server's bounded queue from
-    /// overflowing (requests it still refuses as overloaded are retried).
+    /// overflowing (requests it still refuses as overloaded are retried, see --retries).
     #[arg(long, value_name = "MB", default_value_t = 48)]
     inflight_mb: usize,
+    /// Times a request the server refuses as overloaded (RESOURCE_EXHAUSTED) is sent again,
+    /// after 5 ms doubling up to 200 ms (and within --request-timeout); then its samples fail
+    /// with the server's status. Every retry is counted in the summary and the detail log.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    retries: u32,
+    /// PEM bundle of the CA certificates that signed the server's certificate, for https://
+    /// endpoints (and https:// metrics URLs) [default: the system's roots].
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for servers that require mutual TLS; needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The name the server's certificate must carry (also sent as SNI) [default: the endpoint's
+    /// host].
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
+    /// Bearer token sent as `authorization: Bearer TOKEN` metadata with every RPC (readiness
+    /// checks, ModelConfig and inference).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "LOADGEN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
     /// Samples loaded into RAM for performance runs: the QSL's performance count (at most the
     /// dataset size) and performance_sample_count_override, over user.conf and mlperf.conf
     /// [default: the profile's count, and the conf files' override].
@@ -191,6 +226,9 @@ struct Cli {
     #[arg(long)]
     allow_device_trouble: bool,
 }
+
+/// The SUT and, for the gRPC one, its retry counters.
+type SutAndRetries = (Arc<dyn Sut>, Option<Arc<RetryStats>>);
 
 /// Exit status of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: u8 = 130;
@@ -227,10 +265,15 @@ enum CliError {
     )]
     DeviceTrouble { events: String, summary: PathBuf },
     #[error(
-        "{failed} sample(s) failed (see the SUT errors above and error_runtime in {detail}); \
-         the logs were written but the result is not usable"
+        "{failed} sample(s) failed{first}; the logs were written but the result is INVALID (see \
+         the summary and error_runtime in {detail})",
+        first = .first.as_ref().map(|f| format!(" (first: {f})")).unwrap_or_default()
     )]
-    FailedSamples { failed: u64, detail: PathBuf },
+    FailedSamples {
+        failed: u64,
+        first: Option<String>,
+        detail: PathBuf,
+    },
 }
 
 impl CliError {
@@ -309,7 +352,68 @@ impl Cli {
         if self.endpoints.len() > 1 && self.endpoints.iter().any(|e| e == "null") {
             return usage("--endpoint null cannot be combined with other endpoints");
         }
+        if let Some(flag) = self.tls_flag() {
+            if let Some(plain) = self.endpoints.iter().find(|e| !is_https(e)) {
+                return Err(CliError::Usage(format!(
+                    "{flag} needs https:// endpoints, and --endpoint {plain} is not one: use \
+                     https://HOST:PORT for a server that serves TLS, or drop the TLS options"
+                )));
+            }
+        }
+        if self.token.is_some() && self.endpoints.iter().any(|e| e == "null") {
+            return usage("--token has no use with --endpoint null");
+        }
         Ok(())
+    }
+
+    /// The first TLS option given, if any.
+    fn tls_flag(&self) -> Option<&'static str> {
+        [
+            (self.tls_ca.is_some(), "--tls-ca"),
+            (self.tls_cert.is_some(), "--tls-cert"),
+            (self.tls_key.is_some(), "--tls-key"),
+            (self.tls_server_name.is_some(), "--tls-server-name"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+
+    /// The TLS and token settings, with the files read and checked; https:// endpoints need
+    /// usable CA certificates (--tls-ca, or the system's).
+    fn security(&self) -> Result<Security, CliError> {
+        let usage = |e: loadgen_client::security::SecurityError| CliError::Usage(e.to_string());
+        BearerToken::new(self.token.as_deref()).map_err(usage)?;
+        let tls = if self.tls_flag().is_some() {
+            let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+            Some(
+                TlsOptions::load(
+                    self.tls_ca.as_deref(),
+                    identity,
+                    self.tls_server_name.clone(),
+                )
+                .map_err(usage)?,
+            )
+        } else {
+            None
+        };
+        if self.endpoints.iter().any(|e| is_https(e)) {
+            tls.clone()
+                .unwrap_or_default()
+                .client_config()
+                .map_err(usage)?;
+        }
+        if self.token.is_some() {
+            if let Some(plain) = self.endpoints.iter().find(|e| !is_https(e)) {
+                eprintln!(
+                    "warning: --token with the plaintext endpoint {plain}: the token crosses the \
+                     network unencrypted (use an https:// endpoint)"
+                );
+            }
+        }
+        Ok(Security {
+            tls,
+            token: self.token.clone(),
+        })
     }
 
     /// mlperf.conf, then user.conf, then the command line (the library's precedence).
@@ -382,7 +486,7 @@ impl Cli {
 
     /// The profile, with the input quantization the server reports for the model when the
     /// profile sends quantized inputs (ModelConfig's `quantization.<input>.*` parameters).
-    fn served_profile(&self) -> Result<&'static Profile, CliError> {
+    fn served_profile(&self, security: &Security) -> Result<&'static Profile, CliError> {
         let endpoint = match self.endpoints.first() {
             Some(e) if e != "null" => e,
             _ => return Ok(self.profile),
@@ -393,7 +497,7 @@ impl Cli {
         let model = self.model.as_deref().unwrap_or(self.profile.model);
         let timeout = Duration::from_secs(10);
         let Some((scale, zero_point)) =
-            grpc_sut::input_quantization(endpoint, model, self.profile.input, timeout)?
+            grpc_sut::input_quantization(endpoint, security, model, self.profile.input, timeout)?
         else {
             return Ok(self.profile);
         };
@@ -412,7 +516,7 @@ impl Cli {
     }
 
     /// The telemetry monitor, unless telemetry is off or the SUT is the in-process null SUT.
-    fn monitor(&self) -> Result<Option<Arc<Monitor>>, CliError> {
+    fn monitor(&self, security: &Security) -> Result<Option<Arc<Monitor>>, CliError> {
         if self.server_metrics.iter().any(|u| u == "off")
             || self.endpoints.iter().any(|e| e == "null")
         {
@@ -432,15 +536,41 @@ impl Cli {
         } else {
             self.server_metrics.clone()
         };
-        Ok(Some(Arc::new(Monitor::new(
-            &urls,
-            Duration::from_secs_f64(self.telemetry_interval),
-        ))))
+        let tls = if urls.iter().any(|u| is_https(u)) {
+            let tls = security.tls.clone().unwrap_or_default();
+            Some(
+                tls.ureq_config()
+                    .map_err(|e| CliError::Usage(format!("--server-metrics: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let access = ScrapeAccess {
+            tls,
+            token: security.token.clone(),
+        };
+        let interval = Duration::from_secs_f64(self.telemetry_interval);
+        Ok(Some(Arc::new(Monitor::new(&urls, interval, access))))
     }
 
-    fn sut(&self, qsl: &DatasetQsl) -> Result<Arc<dyn Sut>, CliError> {
+    /// Refuses settings whose pre-generated schedule would not fit in the memory available.
+    fn check_memory(&self, settings: &TestSettings, qsl: &DatasetQsl) -> Result<(), CliError> {
+        let (eff, _) = EffectiveSettings::new(
+            settings,
+            qsl.performance_sample_count() as u64,
+            qsl.total_sample_count() as u64,
+        );
+        schedule::check_test_memory(&eff, qsl.total_sample_count() as u64, None).map_err(|e| {
+            CliError::Usage(format!(
+                "{e} (on the command line: --qps, --time, --max-latency, --samples-per-query; \
+                 min_query_count in --user-conf)"
+            ))
+        })
+    }
+
+    fn sut(&self, qsl: &DatasetQsl, security: &Security) -> Result<SutAndRetries, CliError> {
         if self.endpoints.iter().any(|e| e == "null") {
-            return Ok(Arc::new(NullSut::immediate("null SUT (in-process)")));
+            return Ok((Arc::new(NullSut::immediate("null SUT (in-process)")), None));
         }
         let max_batch = match (self.max_batchsize, self.scenario) {
             (Some(n), _) => n,
@@ -459,18 +589,19 @@ impl Cli {
             in_flight_bytes_per_endpoint: self.inflight_mb.saturating_mul(1 << 20),
             request_timeout: Duration::from_secs_f64(self.request_timeout),
             connect_timeout: Duration::from_secs(10),
+            retries: self.retries,
+            security: security.clone(),
         };
-        Ok(Arc::new(GrpcSut::connect(
-            &config,
-            self.profile,
-            qsl.store(),
-        )?))
+        let sut = GrpcSut::connect(&config, self.profile, qsl.store())?;
+        let retries = sut.retry_stats();
+        Ok((Arc::new(sut), Some(retries)))
     }
 }
 
 fn run(mut cli: Cli) -> Result<(), CliError> {
     cli.validate()?;
-    cli.profile = cli.served_profile()?;
+    let security = cli.security()?;
+    cli.profile = cli.served_profile(&security)?;
     let cli = &cli;
     let mlperf_model = cli
         .mlperf_model
@@ -489,15 +620,24 @@ fn run(mut cli: Cli) -> Result<(), CliError> {
         qsl.total_sample_count(),
         qsl.performance_sample_count(),
     );
+    cli.check_memory(&settings, &qsl)?;
     let truth = qsl.ground_truth();
-    let sut = cli.sut(&qsl)?;
+    let (sut, retries) = cli.sut(&qsl, &security)?;
     println!("SUT: {}", sut.name());
     let progress = Arc::new(ProgressSut::new(sut));
-    let monitor = cli.monitor()?;
+    let monitor = cli.monitor(&security)?;
+    let mut observers: Vec<Arc<dyn RunObserver>> = Vec::new();
+    if let Some(m) = &monitor {
+        observers.push(m.clone());
+    }
+    if let Some(r) = retries {
+        observers.push(r);
+    }
     let options = RunOptions {
         pre_test_diagnostics,
         writer: format!("loadgen-client {}", env!("CARGO_PKG_VERSION")),
-        observer: monitor.clone().map(|m| m as Arc<dyn RunObserver>),
+        observer: (!observers.is_empty())
+            .then(|| Arc::new(Observers(observers)) as Arc<dyn RunObserver>),
         ..RunOptions::default()
     };
     stop_on_signals(&options.stop)?;
@@ -526,6 +666,7 @@ fn run(mut cli: Cli) -> Result<(), CliError> {
     if outcome.failed_samples > 0 {
         return Err(CliError::FailedSamples {
             failed: outcome.failed_samples,
+            first: outcome.first_failure.clone(),
             detail: outcome.paths.detail.clone(),
         });
     }

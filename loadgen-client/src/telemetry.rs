@@ -240,12 +240,14 @@ impl Track {
 #[derive(Debug)]
 struct Source {
     url: String,
+    agent: ureq::Agent,
+    token: Option<String>,
     track: Mutex<Track>,
 }
 
 impl Source {
     fn scrape(&self) {
-        let result = fetch(&self.url);
+        let result = fetch(&self.agent, &self.url, self.token.as_deref());
         let mut track = self.track.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(snapshot) => track.add(snapshot),
@@ -258,18 +260,27 @@ impl Source {
     }
 }
 
-/// Scrapes one `/metrics` page.
-fn fetch(url: &str) -> Result<Snapshot, TelemetryError> {
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(SCRAPE_TIMEOUT))
-        .build()
-        .new_agent();
+/// The HTTP client of the scrapes; `https://` URLs are checked with `tls` (without it, the
+/// bundled Mozilla roots).
+fn agent(tls: Option<ureq::tls::TlsConfig>) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder().timeout_global(Some(SCRAPE_TIMEOUT));
+    if let Some(tls) = tls {
+        config = config.tls_config(tls);
+    }
+    config.build().new_agent()
+}
+
+/// Scrapes one `/metrics` page, with a bearer `token` when given.
+fn fetch(agent: &ureq::Agent, url: &str, token: Option<&str>) -> Result<Snapshot, TelemetryError> {
     let scrape_error = |reason: String| TelemetryError::Scrape {
         url: url.to_string(),
         reason,
     };
-    let text = agent
-        .get(url)
+    let mut request = agent.get(url);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let text = request
         .call()
         .map_err(|e| scrape_error(e.to_string()))?
         .body_mut()
@@ -303,15 +314,27 @@ pub struct Monitor {
     sampler: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// How the scrapes reach `/metrics`: the TLS settings of `https://` URLs (the CA and client
+/// certificate of the gRPC endpoints; without them, the bundled Mozilla roots) and the bearer
+/// token the servers want.
+#[derive(Debug, Clone, Default)]
+pub struct ScrapeAccess {
+    pub tls: Option<ureq::tls::TlsConfig>,
+    pub token: Option<String>,
+}
+
 impl Monitor {
-    /// A monitor of these `/metrics` URLs, sampling every `interval` during the run.
-    pub fn new(urls: &[String], interval: Duration) -> Self {
+    /// A monitor of these `/metrics` URLs, reached with `access`, sampling every `interval`
+    /// during the run.
+    pub fn new(urls: &[String], interval: Duration, access: ScrapeAccess) -> Self {
         Monitor {
             sources: urls
                 .iter()
                 .map(|url| {
                     Arc::new(Source {
                         url: url.clone(),
+                        agent: agent(access.tls.clone()),
+                        token: access.token.clone(),
                         track: Mutex::new(Track::default()),
                     })
                 })
@@ -534,16 +557,19 @@ fn megahertz(value: Option<f64>) -> String {
     value.map_or("-".into(), |hz| format!("{:.0} MHz", hz / 1e6))
 }
 
-/// The metrics URL of the server at a gRPC endpoint: the same host, the next port (8001 → 8002,
-/// the layout of Triton and of `inference-server`'s defaults).
+/// The metrics URL of the server at a gRPC endpoint: the same scheme and host, the next port
+/// (8001 → 8002, the layout of Triton and of `inference-server`'s defaults; a server with TLS
+/// serves it on every listener).
 pub fn default_metrics_url(endpoint: &str) -> Option<String> {
-    let rest = endpoint
-        .split_once("://")
-        .map_or(endpoint, |(_, rest)| rest);
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("http", endpoint));
+    let scheme = if scheme == "https" { "https" } else { "http" };
     let authority = rest.split('/').next()?;
     let (host, port) = authority.rsplit_once(':')?;
     let port: u16 = port.parse().ok()?;
-    Some(format!("http://{host}:{}/metrics", port.checked_add(1)?))
+    Some(format!(
+        "{scheme}://{host}:{}/metrics",
+        port.checked_add(1)?
+    ))
 }
 
 #[cfg(test)]
@@ -632,6 +658,10 @@ inference_backend_errors_total{model=\"m\",backend=\"b\",device=\"d\",kind=\"int
             Some("http://[::1]:9002/metrics")
         );
         assert_eq!(default_metrics_url("http://pi.local"), None);
+        assert_eq!(
+            default_metrics_url("https://pi.local:8001").as_deref(),
+            Some("https://pi.local:8002/metrics")
+        );
     }
 
     #[test]
@@ -639,6 +669,7 @@ inference_backend_errors_total{model=\"m\",backend=\"b\",device=\"d\",kind=\"int
         let monitor = Monitor::new(
             &["http://127.0.0.1:9/metrics".into()],
             Duration::from_secs(1),
+            ScrapeAccess::default(),
         );
         let lines = monitor.started();
         assert!(lines[0].json.contains("error"), "{lines:?}");

@@ -448,10 +448,80 @@ fn help_lists_the_options_users_know() {
         "--cache",
         "--output-dir",
         "--trace",
+        "--retries",
+        "--tls-ca",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-server-name",
+        "--token",
+        "LOADGEN_TOKEN",
         "mobilenet_coral",
     ] {
         assert!(help.contains(option), "--help lacks {option}");
     }
+}
+
+#[test]
+fn a_schedule_larger_than_the_memory_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = [
+        "--endpoint",
+        "null",
+        "--profile",
+        "digits-cnn",
+        "--dataset",
+        "synthetic",
+        "--count",
+        "8",
+        "--scenario",
+        "Server",
+    ];
+    // 1e12 QPS: intervals of 1 ps truncate to 0 ns, so the generator would never end.
+    let out = run(
+        &[&base[..], &["--qps", "1e12", "--time", "600"]].concat(),
+        dir.path(),
+    );
+    assert_exit(
+        &out,
+        2,
+        "the Server schedule of these settings would need an unbounded amount of memory",
+    );
+    let all = text(&out);
+    assert!(
+        all.contains("lower target_qps, min_duration or min_query_count"),
+        "{all}"
+    );
+    assert!(all.contains("--qps, --time"), "{all}");
+    // 1e8 QPS over 600 s: 6.3e10 queries, terabytes.
+    let out = run(
+        &[&base[..], &["--qps", "1e8", "--time", "600"]].concat(),
+        dir.path(),
+    );
+    assert_exit(&out, 2, "(6.31e10 queries, 6.31e10 samples)");
+    // Offline: one query of 1.1 × 600 s × 1e12 samples.
+    let offline = [
+        "--endpoint",
+        "null",
+        "--profile",
+        "digits-cnn",
+        "--dataset",
+        "synthetic",
+        "--count",
+        "8",
+        "--scenario",
+        "Offline",
+        "--qps",
+        "1e12",
+        "--time",
+        "600",
+    ];
+    let out = run(&offline, dir.path());
+    assert_exit(
+        &out,
+        2,
+        "the Offline schedule of these settings would need about",
+    );
+    assert!(!dir.path().join("output").exists(), "nothing ran");
 }
 
 #[test]
