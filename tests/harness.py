@@ -61,11 +61,13 @@ def free_port():
 
 @contextlib.contextmanager
 def running_server(binary, repository, ready_model, port_picker, log_path, cwd=ROOT,
-                   extra_args=(), env=None):
+                   extra_args=(), env=None, tls=None, headers=None):
     """Starts inference-server on `repository` on its own ports (with `extra_args`, and `env`
     added to the environment) and yields (process, gRPC host:port, metrics URL) once
     `ready_model` is ready — or, when it is None, once no model is still loading; stops it
-    afterwards. Fails with the server's log if it never gets there."""
+    afterwards. Fails with the server's log if it never gets there. A server with TLS is probed
+    with `tls` (tritonclient.grpc's ssl keyword arguments) and `headers` (e.g. a bearer token),
+    and its metrics URL is https."""
     import tritonclient.grpc as grpcclient
 
     grpc_port, metrics_port, http_port = port_picker(), port_picker(), port_picker()
@@ -77,14 +79,15 @@ def running_server(binary, repository, ready_model, port_picker, log_path, cwd=R
         cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"127.0.0.1:{grpc_port}"
     try:
-        probe = grpcclient.InferenceServerClient(url=url)
+        probe = grpcclient.InferenceServerClient(url=url, **(tls or {}))
         deadline = time.monotonic() + 60
         while True:
             try:
-                if ready_model is not None and probe.is_model_ready(ready_model):
+                if ready_model is not None and probe.is_model_ready(ready_model, headers=headers):
                     break
-                if ready_model is None and probe.is_server_live():
-                    index = probe.get_model_repository_index(as_json=True).get("models", [])
+                if ready_model is None and probe.is_server_live(headers=headers):
+                    index = probe.get_model_repository_index(
+                        headers=headers, as_json=True).get("models", [])
                     if all(m.get("state") in ("READY", "UNAVAILABLE") for m in index):
                         break
             except Exception:  # not listening yet
@@ -96,7 +99,8 @@ def running_server(binary, repository, ready_model, port_picker, log_path, cwd=R
                             f"{Path(log_path).read_text()}")
             time.sleep(0.1)
         probe.close()
-        yield server, url, f"http://127.0.0.1:{metrics_port}/metrics"
+        scheme = "https" if tls else "http"
+        yield server, url, f"{scheme}://127.0.0.1:{metrics_port}/metrics"
     finally:
         if server.poll() is None:
             server.kill()

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::api::access::AccessSettings;
 use crate::api::transport::Limits;
 use crate::backend::library::LibraryPaths;
 use crate::backend::registry;
@@ -198,6 +199,21 @@ pub struct SettingsArgs {
         value_name = "BYTES"
     )]
     pub max_request_memory: Option<usize>,
+    /// TLS on every listener: the server's certificate chain (PEM); needs --tls-key. Reloaded
+    /// on SIGHUP.
+    #[arg(long, env = "INFERENCE_SERVER_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "INFERENCE_SERVER_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by these CAs (PEM) on every call but the health
+    /// checks: mutual TLS. Needs --tls-cert.
+    #[arg(long, env = "INFERENCE_SERVER_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Require `authorization: Bearer <token>` on every call but the health checks; the file
+    /// holds the tokens, one per line, at least 16 characters each. Reloaded on SIGHUP.
+    #[arg(long, env = "INFERENCE_SERVER_AUTH_TOKEN_FILE", value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
     /// A runtime's library to load instead of searching the system and Python installs, e.g.
     /// `onnxruntime=/opt/ort/lib/libonnxruntime.so.1.20.1`; repeat for several runtimes.
     #[arg(
@@ -241,6 +257,10 @@ pub struct SettingsFile {
     pub body_timeout: Option<f64>,
     pub keepalive_interval: Option<f64>,
     pub max_request_memory: Option<usize>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub auth_token_file: Option<PathBuf>,
     /// Runtime tables, by runtime name (not a key of the file: they are its `[<runtime>]` tables).
     #[serde(skip)]
     pub runtimes: Vec<(String, RuntimeServerSettings)>,
@@ -267,6 +287,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Bytes of request bodies received at once, over every listener.
     pub max_request_memory: usize,
+    /// TLS and bearer-token files.
+    pub access: AccessSettings,
     /// Runtime libraries named by flag, environment or config file.
     pub libraries: LibraryPaths,
 }
@@ -317,6 +339,14 @@ impl SettingsFile {
         let base = path.parent().unwrap_or(Path::new("."));
         file.model_repository = file.model_repository.map(|p| base.join(p));
         file.telemetry_root = file.telemetry_root.map(|p| base.join(p));
+        for path in [
+            &mut file.tls_cert,
+            &mut file.tls_key,
+            &mut file.tls_client_ca,
+            &mut file.auth_token_file,
+        ] {
+            *path = path.take().map(|p| base.join(p));
+        }
         for (_, runtime) in &mut runtimes {
             runtime.library = runtime.library.take().map(|p| base.join(p));
         }
@@ -387,7 +417,25 @@ impl SettingsArgs {
                 ),
             });
         }
+        let access = AccessSettings {
+            tls: match (
+                self.tls_cert.clone().or(file.tls_cert),
+                self.tls_key.clone().or(file.tls_key),
+            ) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        setting: "tls_cert",
+                        message: "TLS needs both --tls-cert and --tls-key".into(),
+                    })
+                }
+            },
+            client_ca: self.tls_client_ca.clone().or(file.tls_client_ca),
+            token_file: self.auth_token_file.clone().or(file.auth_token_file),
+        };
         Ok(Settings {
+            access,
             limits,
             max_request_memory,
             model_repository,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use inference_server::api::transport::BodyBudget;
+use inference_server::api::access::{self, Access};
+use inference_server::api::transport::{BodyBudget, Policy};
 use inference_server::api::{self, Health, InferenceService, ServerState, ServiceOptions};
 use inference_server::backend::devices;
 use inference_server::config::{Cli, Command, ConfigError, HttpAddr, LogFormat, Settings};
@@ -37,6 +38,13 @@ enum StartupError {
     Config(#[from] ConfigError),
     #[error("cannot start the tokio runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("{0}")]
+    Access(access::AccessError),
+    #[error(
+        "model control (--allow-model-control) on an address other machines reach needs \
+             bearer tokens: pass --auth-token-file, or listen on 127.0.0.1 only"
+    )]
+    OpenModelControl,
     #[error("cannot set up the metrics recorder: {0}")]
     Recorder(metrics_exporter_prometheus::BuildError),
     #[error("cannot serve metrics on {addr}: {reason}; pick a free address with --metrics-addr")]
@@ -78,9 +86,21 @@ fn main() -> ExitCode {
             Err(err) => {
                 tracing::error!("{err}");
                 eprintln!("error: {err}");
-                ExitCode::FAILURE
+                err.exit_code()
             }
         },
+    }
+}
+
+impl StartupError {
+    /// 2 for settings the user must fix, 1 for failures while running.
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            StartupError::Config(_) | StartupError::Access(_) | StartupError::OpenModelControl => {
+                ExitCode::from(EXIT_USAGE)
+            }
+            _ => ExitCode::FAILURE,
+        }
     }
 }
 
@@ -158,8 +178,19 @@ fn run_server(settings: Settings) -> Result<(), StartupError> {
 
 async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
     let metrics_handle = metrics::install_recorder().map_err(StartupError::Recorder)?;
-    let budget = BodyBudget::new(settings.max_request_memory);
-    let limits = settings.limits;
+    let access = Access::load(&settings.access).map_err(StartupError::Access)?;
+    let mut reachable = vec![settings.grpc_addr];
+    if let HttpAddr::On(addr) = settings.http_addr {
+        reachable.push(addr);
+    }
+    if settings.allow_model_control && !access.needs_token() && !access::all_loopback(&reachable) {
+        return Err(StartupError::OpenModelControl);
+    }
+    let policy = Policy {
+        limits: settings.limits,
+        budget: BodyBudget::new(settings.max_request_memory),
+        access: Arc::clone(&access),
+    };
     let metrics_listener = TcpListener::bind(settings.metrics_addr)
         .await
         .map_err(|err| StartupError::Metrics {
@@ -170,8 +201,7 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
         metrics_listener,
         metrics_handle,
         Telemetry::new(&settings.telemetry_root),
-        limits,
-        Arc::clone(&budget),
+        policy.clone(),
     ));
     let listener = TcpListener::bind(settings.grpc_addr)
         .await
@@ -219,8 +249,7 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
                 listener,
                 service.clone(),
                 settings.max_message_size,
-                limits,
-                Arc::clone(&budget),
+                policy.clone(),
                 stopped(),
             )))
         }
@@ -231,8 +260,7 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
         service,
         health_service,
         settings.max_message_size,
-        limits,
-        Arc::clone(&budget),
+        policy,
         stopped(),
     ));
     tracing::info!(%grpc_addr, metrics_addr = %settings.metrics_addr, repository = %root.display(), "listening; loading models");
@@ -268,8 +296,8 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
         }
     });
     notify_systemd(sd_notify::NotifyState::Ready);
-    let watchdog =
-        sd_notify::watchdog_enabled().map(|period| tokio::spawn(watchdog::run(grpc_addr, period)));
+    let watchdog = sd_notify::watchdog_enabled()
+        .map(|period| tokio::spawn(watchdog::run(grpc_addr, period, Arc::clone(&access))));
     tracing::info!(%grpc_addr, ready, models = index.len(), "serving");
     log_readiness(&repository.unready_required());
 
@@ -277,7 +305,10 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
         tokio::select! {
             signal = signals.next() => match signal {
                 Signal::Reload => {
-                    tracing::info!("SIGHUP: reloading the model repository");
+                    tracing::info!("SIGHUP: reloading the model repository, the TLS certificate and the tokens");
+                    if let Err(err) = access.reload() {
+                        tracing::error!("reload: {err}; the old certificate and tokens stay in use");
+                    }
                     notify_systemd_reloading();
                     match repository.reload().await {
                         Ok(report) => {

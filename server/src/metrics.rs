@@ -73,6 +73,8 @@ pub const CONNECTIONS_OPEN: &str = "inference_connections_open";
 /// Request bodies refused while arriving, by listener and `reason`: `memory_budget`
 /// (--max-request-memory), `timeout` (--body-timeout).
 pub const BODIES_REFUSED: &str = "inference_request_bodies_refused_total";
+/// Requests refused for want of a valid bearer token, by listener.
+pub const UNAUTHENTICATED: &str = "inference_requests_unauthenticated_total";
 /// Times a ModelStreamInfer stream stopped reading requests because its client was not reading
 /// the responses.
 pub const STREAM_BACKPRESSURE: &str = "inference_stream_backpressure_total";
@@ -257,6 +259,11 @@ pub fn record_connection(listener: &'static str, outcome: &'static str) {
 /// Adds `delta` to the open connections of `listener`.
 pub fn add_open_connection(listener: &'static str, delta: f64) {
     gauge!(CONNECTIONS_OPEN, "listener" => listener).increment(delta);
+}
+
+/// Counts one request refused on `listener` for want of a valid bearer token.
+pub fn record_unauthenticated(listener: &'static str) {
+    counter!(UNAUTHENTICATED, "listener" => listener).increment(1);
 }
 
 /// Counts one request body refused on `listener` for `reason` (see [`BODIES_REFUSED`]).

@@ -1,7 +1,6 @@
 //! The Prometheus scrape endpoint: `GET /metrics` and nothing else. Device telemetry and process
 //! metrics are read at each scrape, so a sample's timestamp is when it was true.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
@@ -11,7 +10,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::api::transport::{self, BodyBudget, Limits};
+use crate::api::transport::{self, Policy};
 use crate::metrics;
 use crate::telemetry::Telemetry;
 
@@ -20,13 +19,12 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// The content type of Prometheus' text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Serves `/metrics` on `listener` under `limits` until the process exits.
+/// Serves `/metrics` on `listener` under `policy` until the process exits.
 pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
     telemetry: Telemetry,
-    limits: Limits,
-    budget: Arc<BodyBudget>,
+    policy: Policy,
 ) {
     let process = metrics_process::Collector::default();
     process.describe();
@@ -57,13 +55,5 @@ pub async fn serve(
         .fallback(|| async {
             (StatusCode::NOT_FOUND, "only /metrics is served here\n").into_response()
         });
-    transport::serve(
-        listener,
-        "metrics",
-        router,
-        limits,
-        budget,
-        std::future::pending(),
-    )
-    .await;
+    transport::serve(listener, "metrics", router, policy, std::future::pending()).await;
 }

@@ -14,35 +14,7 @@ use std::time::{Duration, Instant};
 
 use inference_proto::inference::model_infer_request::InferInputTensor;
 use inference_proto::inference::{ModelInferRequest, ModelMetadataRequest, RepositoryIndexRequest};
-use service_support::{f32_bytes, f32_values, Repo, Server};
-
-/// Everything the server sent to the notify socket within `within`, until `until` is seen.
-fn read_until(socket: &UnixDatagram, until: &str, within: Duration) -> Vec<String> {
-    let deadline = Instant::now() + within;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        socket
-            .set_read_timeout(Some(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1)),
-            ))
-            .expect("timeout");
-        match socket.recv(&mut buf) {
-            Ok(n) => {
-                let message = String::from_utf8_lossy(&buf[..n]).to_string();
-                let done = message.lines().any(|l| l == until);
-                seen.push(message);
-                if done {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    seen
-}
+use service_support::{f32_bytes, f32_values, read_until, Repo, Server};
 
 #[tokio::test]
 async fn the_notify_protocol_reports_ready_watchdog_reloading_and_stopping() {

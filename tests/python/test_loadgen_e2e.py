@@ -5,13 +5,15 @@ sets INFERENCE_SERVER_GRPC and LOADGEN_CLIENT (see conftest.py); without them th
 Every client run happens in its own temporary folder (the client reads audit.config from its
 working directory) and takes a few seconds at most.
 
-Exit status of loadgen-client: 0 success; 1 the test could not run; 2 bad options or an
-unreadable config file; 3 the test ran and wrote its logs but some samples failed.
+Exit status of loadgen-client: 0 success; 1 the test could not run; 2 bad options, an
+unreadable config file or a schedule too large for the memory; 3 the test ran and wrote its logs
+but some samples failed (the result is INVALID).
 """
 
 import hashlib
 import json
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -105,9 +107,11 @@ def test_accuracy_run_matches_the_official_script(loadgen_client, grpc_url, clie
     assert values["effective_accuracy_sample_count"] == 450
     summary = (out / "mlperf_log_summary.txt").read_text()
     official = "\nNo warnings encountered during test.\n\nNo errors encountered during test.\n"
-    # The official text, then only the device-telemetry section loadgen-client adds after it.
+    # The official text, then only the sections loadgen-client adds after it: device telemetry
+    # and the retries of overloaded requests (none here).
     assert summary.startswith(official), summary
     assert summary[len(official):].startswith("\n=====") and "Device telemetry" in summary, summary
+    assert "\nretries: 0 (RESOURCE_EXHAUSTED)\n" in summary, summary
 
 
 def test_server_performance_run_is_valid(loadgen_client, grpc_url, client, tmp_path):
@@ -143,6 +147,11 @@ def test_server_performance_run_is_valid(loadgen_client, grpc_url, client, tmp_p
     assert values["result_completed_samples_per_sec"] > 0
     assert values["num_errors"] == 0
     assert values["result_query_count"] >= 459
+    assert "result_failed_sample_count" not in values and "result_invalid_reason" not in values
+    assert values["client_retries"] == {"resource_exhausted_retries": 0,
+                                        "requests_refused_after_retries": 0,
+                                        "max_retries_per_request": 3}
+    assert "\nretries: 0 (RESOURCE_EXHAUSTED)\n" in summary, summary
 
     breakdown = (out / "mlperf_log_breakdown.txt").read_text()
     m = re.search(r"Samples with server timings : (\d+) of (\d+)", breakdown)
@@ -208,7 +217,7 @@ def test_server_lost_mid_run_reports_failed_samples(loadgen_client, doomed_serve
 
     # Exit 3: the test ran to the end and wrote its logs, but samples failed.
     assert proc.returncode == 3, text
-    assert "sample(s) failed" in stderr, text
+    assert "sample(s) failed" in stderr and "the result is INVALID" in stderr, text
     out = tmp_path / "out"
     summary = (out / "mlperf_log_summary.txt").read_text()
     m = re.search(r"^(\d+) ERRORS? encountered\. See detailed log\.$", summary, re.M)
@@ -218,4 +227,69 @@ def test_server_lost_mid_run_reports_failed_samples(loadgen_client, doomed_serve
     assert all(e["key"] == "error_runtime" for e in errors), errors[:3]
     assert "failed" in errors[0]["value"], errors[0]
     assert values["num_errors"] == len(errors)
-    assert "result_validity" in values, "the results were still computed and logged"
+    # The results were still computed and logged, and the failures make the run INVALID
+    # whatever the latencies of the samples that succeeded.
+    assert values["result_validity"] == "INVALID", values
+    failed = values["result_failed_sample_count"]
+    assert 0 < failed <= len(errors)
+    assert re.match(rf"{failed} samples? failed: ", values["result_invalid_reason"]), values
+    assert "\nResult is : INVALID\n" in summary, summary
+    m = re.search(r"^  All samples succeeded : NO \((\d+) of (\d+) failed\)$", summary, re.M)
+    assert m and int(m.group(1)) == failed, summary
+    assert re.search(rf"^ \* {failed} samples? failed: ", summary, re.M), summary
+    assert f"\nFailed samples (left out below): {failed}\n" in summary, summary
+
+
+def test_a_schedule_too_large_for_the_memory_is_refused(loadgen_client, grpc_url, tmp_path):
+    # The Server schedule is generated up front: 1e12 QPS (1 ps intervals, which truncate to
+    # 0 ns) would never finish generating; refused before anything is sent.
+    proc = run_client(loadgen_client, tmp_path, "--scenario", "Server", "--qps", "1e12",
+                      "--time", "600", endpoint=grpc_url)
+    assert proc.returncode == 2, output(proc)
+    assert "schedule of these settings would need" in proc.stderr, output(proc)
+    assert "lower target_qps, min_duration or min_query_count" in proc.stderr, output(proc)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def tiny_queue_server(inference_server_bin, free_port, tmp_path):
+    """digits-cnn with a queue of one request that waits 200 ms for a fuller batch: almost every
+    concurrent request is refused with RESOURCE_EXHAUSTED."""
+    repo = tmp_path / "repo"
+    shutil.copytree(DIGITS_DATA.parents[2] / "models" / "repository" / "digits-cnn",
+                    repo / "digits-cnn")
+    config = repo / "digits-cnn" / "config.toml"
+    text = config.read_text()
+    text = re.sub(r"max_queue_delay_us = \d+", "max_queue_delay_us = 200000", text)
+    text = re.sub(r"preferred_batch_sizes = \[[^]]*\]", "preferred_batch_sizes = [64]", text)
+    text = re.sub(r"max_queue_size = \d+", "max_queue_size = 1", text)
+    config.write_text(text)
+    with running_server(inference_server_bin, repo, "digits-cnn", free_port,
+                        tmp_path / "tiny-queue-server.log", cwd=DIGITS_DATA.parents[2]) as served:
+        yield served
+
+
+def test_overload_retries_are_bounded_and_counted(loadgen_client, tiny_queue_server, tmp_path):
+    _, url, _ = tiny_queue_server
+    started = time.monotonic()
+    proc = run_client(loadgen_client, tmp_path, "--mode", "AccuracyOnly", "--scenario", "Offline",
+                      "--max-batchsize", "1", "--retries", "1", "--server-metrics", "off",
+                      endpoint=f"http://{url}")
+    elapsed = time.monotonic() - started
+    # Samples refused after their one retry fail with the server's status: exit 3.
+    assert proc.returncode == 3, output(proc)
+    assert "refused after 1 retry" in proc.stderr, output(proc)
+    assert elapsed < 30, f"bounded retries end quickly ({elapsed:.1f} s)"
+    out = tmp_path / "out"
+    summary = (out / "mlperf_log_summary.txt").read_text()
+    m = re.search(r"^retries: (\d+) \(RESOURCE_EXHAUSTED\)$", summary, re.M)
+    assert m and int(m.group(1)) > 0, summary
+    retries = int(m.group(1))
+    m = re.search(r"^Requests refused after the last retry : (\d+)$", summary, re.M)
+    refused = int(m.group(1))
+    assert 0 < refused <= retries, summary
+    assert "Retry policy : up to 1 per request (--retries)" in summary, summary
+    values, errors = read_detail(out / "mlperf_log_detail.txt")
+    assert values["client_retries"]["resource_exhausted_retries"] == retries
+    assert values["client_retries"]["requests_refused_after_retries"] == refused
+    assert sum("refused after 1 retry" in e["value"] for e in errors) == refused, errors[:3]

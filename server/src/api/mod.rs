@@ -1,6 +1,7 @@
 //! The gRPC front: the KServe v2 service, health and reflection, served on one listener. Thin:
 //! validate, convert, submit, respond; model logic lives in the repository and scheduler.
 
+pub mod access;
 pub mod health;
 pub mod infer;
 pub mod rest;
@@ -9,14 +10,13 @@ pub mod shared_memory;
 pub mod transport;
 
 use std::future::Future;
-use std::sync::Arc;
 
 use inference_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 
-use self::transport::{BodyBudget, Limits};
+use self::transport::{Limits, Policy};
 
 pub use self::health::{Health, HealthService};
 pub use self::service::{InferenceService, ServerState, ServiceOptions};
@@ -32,7 +32,7 @@ pub enum ServeError {
     Task(String),
 }
 
-/// Serves the inference, health and reflection services on `listener` under `limits` until
+/// Serves the inference, health and reflection services on `listener` under `policy` until
 /// `shutdown` completes; then stops taking connections and returns once in-flight calls are
 /// answered.
 pub async fn serve(
@@ -40,8 +40,7 @@ pub async fn serve(
     service: InferenceService,
     health: HealthService,
     max_message_size: usize,
-    limits: Limits,
-    budget: Arc<BodyBudget>,
+    policy: Policy,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     // Both reflection versions: grpcurl and older tools speak v1alpha only.
@@ -70,10 +69,13 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .prepare();
-    let limits = Limits {
-        max_grpc_message: Some(max_message_size),
-        ..limits
+    let policy = Policy {
+        limits: Limits {
+            max_grpc_message: Some(max_message_size),
+            ..policy.limits
+        },
+        ..policy
     };
-    transport::serve(listener, "grpc", routes, limits, budget, shutdown).await;
+    transport::serve(listener, "grpc", routes, policy, shutdown).await;
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! bound on concurrent streams and header size, closed after a spell without requests, and every
 //! request body must arrive within a deadline and fit, with all the others being received, in a
 //! process-wide byte budget. Each rule has a setting (see [`Limits`]) and a metric when it acts.
+//! It also speaks TLS and checks bearer tokens when [`Access`] says so.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,6 +25,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use super::access::{Access, Denied};
 use crate::metrics;
 
 /// The bounds of one listener's connections and requests.
@@ -313,6 +317,7 @@ pub trait Handler:
         Future: Send + 'static,
     > + Clone
     + Send
+    + Sync
     + 'static
 {
     type ResponseBody: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
@@ -325,6 +330,7 @@ where
     S: tower::Service<http::Request<LimitedBody>, Response = http::Response<B>, Error = Infallible>
         + Clone
         + Send
+        + Sync
         + 'static,
     S::Future: Send + 'static,
     B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static,
@@ -332,17 +338,159 @@ where
     type ResponseBody = B;
 }
 
-/// Serves `handler` on `listener` (named `name` in logs and metrics) under `limits` until
-/// `shutdown` completes; then stops accepting, lets each connection finish what it has in
-/// flight, and returns when they are all closed.
-pub async fn serve<H: Handler>(
-    listener: TcpListener,
+/// The rules every listener applies: its limits, the shared body budget, TLS and tokens.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub limits: Limits,
+    pub budget: Arc<BodyBudget>,
+    pub access: Arc<Access>,
+}
+
+/// What every connection of a listener shares.
+struct Listener<H> {
     name: &'static str,
     handler: H,
     limits: Limits,
     budget: Arc<BodyBudget>,
+    access: Arc<Access>,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+/// The answer to a request the access rules refuse: UNAUTHENTICATED for gRPC, 401 otherwise.
+fn denied(
+    request: &http::Request<Incoming>,
+    why: Denied,
+    listener: &'static str,
+) -> http::Response<ResponseBody> {
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    let response = if grpc {
+        let (parts, ()) = tonic::Status::unauthenticated(why.message())
+            .into_http::<()>()
+            .into_parts();
+        http::Response::from_parts(parts, empty_body())
+    } else {
+        let body = serde_json::json!({ "error": why.message() }).to_string();
+        let mut response = http::Response::new(full_body(body));
+        *response.status_mut() = http::StatusCode::UNAUTHORIZED;
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
+    };
+    metrics::record_unauthenticated(listener);
+    response
+}
+
+/// The response body every listener sends: its handler's, boxed.
+type ResponseBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+fn empty_body() -> ResponseBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+fn full_body(text: String) -> ResponseBody {
+    Full::new(Bytes::from(text))
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+impl<H: Handler> Listener<H> {
+    /// Serves one connection (plain or TLS, its client `client_certified` or not) until it
+    /// closes, the server stops, or it idles.
+    async fn serve_connection<I>(
+        self: Arc<Self>,
+        io: I,
+        peer: std::net::SocketAddr,
+        client_certified: bool,
+        mut stop: watch::Receiver<bool>,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Activity::new();
+        let service = {
+            let (activity, this) = (Arc::clone(&activity), Arc::clone(&self));
+            tower::service_fn(move |request: http::Request<Incoming>| {
+                let running = Running::start(&activity);
+                let this = Arc::clone(&this);
+                async move {
+                    if let Err(why) =
+                        this.access
+                            .check(request.uri().path(), request.headers(), client_certified)
+                    {
+                        return Ok::<_, Infallible>(denied(&request, why, this.name));
+                    }
+                    let request = request.map(|body| {
+                        LimitedBody::new(body, &this.limits, Arc::clone(&this.budget), this.name)
+                    });
+                    let response = tower::ServiceExt::oneshot(this.handler.clone(), request).await;
+                    drop(running);
+                    let Ok(response) = response;
+                    Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()))
+                }
+            })
+        };
+        let connection = self
+            .builder
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+        tokio::pin!(connection);
+        let every = self
+            .limits
+            .idle_timeout
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let mut idle_check = tokio::time::interval(every);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(listener = self.name, %peer, error = %err, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = stop.changed(), if !closing => {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                _ = idle_check.tick(), if !closing => {
+                    if activity.idle_for() >= self.limits.idle_timeout {
+                        closing = true;
+                        metrics::record_connection(self.name, "closed_idle");
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `handler` on `listener` (named `name` in logs and metrics) under `policy` until
+/// `shutdown` completes; then stops accepting, lets each connection finish what it has in flight,
+/// and returns when they are all closed.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    name: &'static str,
+    handler: H,
+    policy: Policy,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    let Policy {
+        limits,
+        budget,
+        access,
+    } = policy;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -357,7 +505,14 @@ pub async fn serve<H: Handler>(
         .max_header_list_size(limits.max_header_list_size)
         .keep_alive_interval(Some(limits.keepalive_interval))
         .keep_alive_timeout(Duration::from_secs(20));
-    let builder = Arc::new(builder);
+    let shared = Arc::new(Listener {
+        name,
+        handler,
+        limits,
+        budget,
+        access,
+        builder,
+    });
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -383,57 +538,26 @@ pub async fn serve<H: Handler>(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::warn!(listener = name, error = %err, "cannot set TCP_NODELAY");
         }
-        let (builder, handler, budget, mut stop) = (
-            Arc::clone(&builder),
-            handler.clone(),
-            Arc::clone(&budget),
-            stop_rx.clone(),
-        );
+        let (shared, stop) = (Arc::clone(&shared), stop_rx.clone());
         tokio::spawn(async move {
             let _slot = slot;
             metrics::add_open_connection(name, 1.0);
-            let activity = Activity::new();
-            let service = {
-                let activity = Arc::clone(&activity);
-                tower::service_fn(move |request: http::Request<Incoming>| {
-                    let running = Running::start(&activity);
-                    let request = request
-                        .map(|body| LimitedBody::new(body, &limits, Arc::clone(&budget), name));
-                    let response = tower::ServiceExt::oneshot(handler.clone(), request);
-                    async move {
-                        let response = response.await;
-                        drop(running);
-                        response
-                    }
-                })
-            };
-            let connection =
-                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            tokio::pin!(connection);
-            let mut idle_check = tokio::time::interval(
-                limits
-                    .idle_timeout
-                    .min(Duration::from_secs(5))
-                    .max(Duration::from_millis(100)),
-            );
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(err) = result {
-                            tracing::debug!(listener = name, %peer, error = %err, "connection ended with an error");
+            match shared.access.tls().cloned() {
+                None => shared.serve_connection(stream, peer, false, stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            // The verifier accepts only certificates the client CA signed.
+                            let certified = tls.get_ref().1.peer_certificates().is_some();
+                            shared.serve_connection(tls, peer, certified, stop).await
                         }
-                        break;
-                    }
-                    _ = stop.changed(), if !closing => {
-                        closing = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                    _ = idle_check.tick(), if !closing => {
-                        if activity.idle_for() >= limits.idle_timeout {
-                            closing = true;
-                            metrics::record_connection(name, "closed_idle");
-                            connection.as_mut().graceful_shutdown();
+                        Ok(Err(err)) => {
+                            metrics::record_connection(name, "tls_failed");
+                            tracing::debug!(listener = name, %peer, error = %err, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            metrics::record_connection(name, "tls_failed");
+                            tracing::debug!(listener = name, %peer, "TLS handshake timed out");
                         }
                     }
                 }

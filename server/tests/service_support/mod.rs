@@ -148,11 +148,16 @@ impl Server {
         server
     }
 
+    /// Waits for the liveness check to pass, or (a TLS listener this plaintext check cannot
+    /// reach) for the server to log that it is serving.
     async fn wait_ready(&mut self) {
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("server exited early with {status}:\n{}", self.log());
+            }
+            if self.log().contains("\"message\":\"serving\"") {
+                return;
             }
             if let Ok(channel) = self.channel().await {
                 let check = HealthClient::new(channel)
@@ -386,4 +391,36 @@ pub fn f32_values(bytes: &[u8]) -> Vec<f32> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+/// Everything the server sent to the notify socket within `within`, until `until` is seen.
+pub fn read_until(
+    socket: &std::os::unix::net::UnixDatagram,
+    until: &str,
+    within: Duration,
+) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        socket
+            .set_read_timeout(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ))
+            .expect("timeout");
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                let message = String::from_utf8_lossy(&buf[..n]).to_string();
+                let done = message.lines().any(|l| l == until);
+                seen.push(message);
+                if done {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    seen
 }

@@ -7,7 +7,6 @@
 pub mod codec;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -29,7 +28,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tonic::{Code, Request, Status};
 
-use super::transport::{self, BodyBudget, Limits};
+use super::transport::{self, Policy};
 use super::InferenceService;
 
 /// The header giving the JSON part's length in a binary-data request or response.
@@ -157,21 +156,19 @@ pub fn router(service: InferenceService, max_body: usize) -> Router {
         .with_state(service)
 }
 
-/// Serves the REST protocol on `listener` under `limits` until `shutdown` completes.
+/// Serves the REST protocol on `listener` under `policy` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     service: InferenceService,
     max_body: usize,
-    limits: Limits,
-    budget: Arc<BodyBudget>,
+    policy: Policy,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     transport::serve(
         listener,
         "http",
         router(service, max_body),
-        limits,
-        budget,
+        policy,
         shutdown,
     )
     .await;
