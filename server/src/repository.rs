@@ -107,6 +107,12 @@ pub enum LookupError {
         version: String,
         served: String,
     },
+    #[error("model '{name}' version {version} failed to load: {reason}")]
+    VersionUnavailable {
+        name: String,
+        version: u64,
+        reason: String,
+    },
     #[error("model '{name}' is not ready ({state}): {reason}")]
     NotReady {
         name: String,
@@ -151,6 +157,8 @@ struct PreparedVersion {
 struct PreparedModel {
     config: ModelConfig,
     versions: Vec<PreparedVersion>,
+    /// Chosen versions that failed to load, with the reason, beside the ones that did.
+    failed: BTreeMap<u64, String>,
     /// The folder's fingerprint before it was read.
     fingerprint: u64,
 }
@@ -163,6 +171,8 @@ struct Slot {
     required: bool,
     /// Served versions, highest last.
     versions: BTreeMap<u64, Arc<ServedModel>>,
+    /// Chosen versions that failed to load while others serve, with the reason.
+    failed_versions: BTreeMap<u64, String>,
     /// What the model's folder held when it was last loaded (see [`fingerprint`]).
     fingerprint: u64,
 }
@@ -358,6 +368,17 @@ impl Repository {
                 .ok()
                 .and_then(|v| slot.versions.get(&v))
         };
+        if let Some((&number, reason)) = version
+            .parse::<u64>()
+            .ok()
+            .and_then(|v| slot.failed_versions.get_key_value(&v))
+        {
+            return Err(LookupError::VersionUnavailable {
+                name: name.to_string(),
+                version: number,
+                reason: reason.clone(),
+            });
+        }
         found.cloned().ok_or_else(|| LookupError::UnknownVersion {
             name: name.to_string(),
             version: clip(version),
@@ -429,8 +450,24 @@ impl Repository {
                     reason,
                 });
             }
+            if slot.state == ModelState::Ready {
+                rows.extend(
+                    slot.failed_versions
+                        .iter()
+                        .map(|(version, reason)| IndexEntry {
+                            name: name.clone(),
+                            version: version.to_string(),
+                            state: ModelState::Unavailable,
+                            reason: reason.clone(),
+                        }),
+                );
+            }
         }
-        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        rows.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then_with(|| version_order(&a.version, &b.version))
+        });
         rows
     }
 
@@ -500,6 +537,9 @@ impl Repository {
             })
             .collect();
         let versions: Vec<u64> = served.keys().copied().collect();
+        for (version, reason) in &prepared.failed {
+            tracing::error!(model = name, version, %reason, "model version failed to load; the other versions serve");
+        }
         let old = {
             let mut models = self.write();
             let slot = models.entry(name.to_string()).or_insert_with(|| Slot {
@@ -507,12 +547,14 @@ impl Repository {
                 reason: String::new(),
                 required: true,
                 versions: BTreeMap::new(),
+                failed_versions: BTreeMap::new(),
                 fingerprint: 0,
             });
             slot.state = ModelState::Ready;
             slot.reason.clear();
             slot.required = prepared.config.raw.required.unwrap_or(true);
             slot.fingerprint = prepared.fingerprint;
+            slot.failed_versions = prepared.failed;
             std::mem::replace(&mut slot.versions, served)
         };
         metrics::set_model_state(name, ModelState::Ready.metric_label());
@@ -530,6 +572,7 @@ impl Repository {
             reason: String::new(),
             required,
             versions: BTreeMap::new(),
+            failed_versions: BTreeMap::new(),
             fingerprint: 0,
         });
         slot.state = state;
@@ -711,22 +754,28 @@ fn prepare_model(
         },
     };
     let mut versions = Vec::new();
+    let mut failed = BTreeMap::new();
     let mut problems = Vec::new();
     for version in chosen {
         match prepare_version(dir, &config, version, options) {
             Ok(prepared) => versions.push(prepared),
-            Err(mut found) => problems.append(&mut found),
+            Err(found) => {
+                let reason = found.iter().map(ToString::to_string).collect::<Vec<_>>();
+                failed.insert(version, reason.join("; "));
+                problems.extend(found);
+            }
         }
     }
-    if problems.is_empty() {
-        Ok(PreparedModel {
-            config,
-            versions,
-            fingerprint,
-        })
-    } else {
-        Err(problems)
+    // A broken version beside good ones is reported; the good ones serve.
+    if versions.is_empty() {
+        return Err(problems);
     }
+    Ok(PreparedModel {
+        config,
+        versions,
+        failed,
+        fingerprint,
+    })
 }
 
 fn prepare_version(
@@ -842,6 +891,11 @@ fn prepare_version(
     } else {
         Err(problems)
     }
+}
+
+/// Index rows of one model: the model-level row (no version) first, then versions ascending.
+fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    (!a.is_empty(), a.parse::<u64>().ok()).cmp(&(!b.is_empty(), b.parse::<u64>().ok()))
 }
 
 /// Runs the configured warm-up on one instance before it serves.

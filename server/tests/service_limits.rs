@@ -14,7 +14,7 @@ use bytes::Bytes;
 use inference_proto::inference::infer_parameter::ParameterChoice;
 use inference_proto::inference::model_infer_request::InferInputTensor;
 use inference_proto::inference::{InferParameter, ModelInferRequest, ServerLiveRequest};
-use service_support::{f32_bytes, Repo, Server};
+use service_support::{f32_bytes, metric, Repo, Server};
 use tokio::io::AsyncReadExt;
 use tonic::Code;
 
@@ -45,14 +45,6 @@ fn request(x: f32) -> ModelInferRequest {
         raw_input_contents: vec![f32_bytes(&[x; 4])],
         ..Default::default()
     }
-}
-
-/// The value of the first metric line starting with `prefix` and holding every label.
-fn metric(page: &str, prefix: &str, labels: &[&str]) -> f64 {
-    page.lines()
-        .filter(|l| l.starts_with(prefix) && labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]

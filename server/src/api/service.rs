@@ -125,7 +125,9 @@ impl InferenceService {
 
     fn model(&self, name: &str, version: &str) -> Result<Arc<ServedModel>, Status> {
         self.repository.get(name, version).map_err(|err| match err {
-            LookupError::NotReady { .. } => Status::unavailable(err.to_string()),
+            LookupError::NotReady { .. } | LookupError::VersionUnavailable { .. } => {
+                Status::unavailable(err.to_string())
+            }
             LookupError::UnknownModel { .. } | LookupError::UnknownVersion { .. } => {
                 Status::not_found(err.to_string())
             }
@@ -538,7 +540,7 @@ impl GrpcInferenceService for InferenceService {
         let request = request.into_inner();
         let ready = match self.repository.get(&request.name, &request.version) {
             Ok(model) => self.state.is_accepting() && model.scheduler.in_service() > 0,
-            Err(LookupError::NotReady { .. }) => false,
+            Err(LookupError::NotReady { .. } | LookupError::VersionUnavailable { .. }) => false,
             Err(err) => return Err(Status::not_found(err.to_string())),
         };
         Ok(Response::new(ModelReadyResponse { ready }))

@@ -24,9 +24,9 @@
 //!
 //! Metrics: the scheduler records [`crate::metrics::record_batch_size`] for every backend run,
 //! backend errors, instance health, [`crate::metrics::set_queue_depth`] whenever the queue
-//! changes, and `Outcome::Cancelled` for requests whose client went away (no one else sees
-//! those). Every other outcome reaches the caller as the result of [`ModelScheduler::submit`] or
-//! of its receiver, and the caller records it.
+//! changes. Every request outcome reaches the caller as the result of [`ModelScheduler::submit`]
+//! or of its receiver, and the caller records it; a caller that drops the receiver (its client
+//! went away) counts that itself.
 
 mod batch;
 pub mod policy;

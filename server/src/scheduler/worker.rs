@@ -15,7 +15,7 @@ use super::{
     Shared, State,
 };
 use crate::backend::{Backend, BackendError, BatchSupport};
-use crate::metrics::{self, Outcome, RanOn};
+use crate::metrics::{self, RanOn};
 use crate::tensor::Tensor;
 
 /// What an instance thread does next.
@@ -356,10 +356,9 @@ fn run_batch(
                 device: device.clone(),
             },
         });
-        if reply.send(answer).is_err() {
-            // The client left while its batch ran.
-            metrics::record_request(&shared.model, Outcome::Cancelled);
-        }
+        // A send fails when the client left while its batch ran: its request's future was
+        // dropped, which counted it (cancelled or expired).
+        let _ = reply.send(answer);
     }
     match failure {
         Some(reason) => Err(reason),

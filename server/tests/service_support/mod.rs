@@ -233,6 +233,22 @@ impl Server {
         }
     }
 
+    /// The log once it contains `needle`; panics with the log if that takes longer than `within`.
+    pub async fn wait_for_log(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no '{needle}' in the log:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// GET `/metrics` as text.
     pub async fn metrics(&self) -> String {
         http_get(self.metrics_addr, "/metrics").await
@@ -423,4 +439,12 @@ pub fn read_until(
         }
     }
     seen
+}
+
+/// The sum of the metric lines starting with `prefix` and holding every one of `labels`.
+pub fn metric(page: &str, prefix: &str, labels: &[&str]) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(prefix) && labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
