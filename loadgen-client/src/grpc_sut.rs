@@ -29,7 +29,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::dataset::SampleStore;
 use crate::postprocess::{self, OutputTensor};
-use crate::profile::Profile;
+use crate::profile::{PostProcess, Profile};
 use crate::security::{is_https, BearerToken, Security};
 use loadgen::observer::{Observation, RunObserver};
 use loadgen::sut::{QuerySample, ResponseSink, SampleResponse, ServerTiming, Sut};
@@ -295,7 +295,12 @@ impl Shared {
             }
         };
         let indices: Vec<usize> = samples.iter().map(|s| s.index).collect();
-        let payloads = self.payloads(&response, &indices)?;
+        let payloads = response_payloads(
+            &response,
+            &self.outputs,
+            self.profile.post_process,
+            &indices,
+        )?;
         let timing = server_timing(&response.parameters);
         Ok(samples
             .iter()
@@ -341,37 +346,40 @@ impl Shared {
             ..ModelInferRequest::default()
         })
     }
+}
 
-    fn payloads(
-        &self,
-        response: &ModelInferResponse,
-        indices: &[usize],
-    ) -> Result<Vec<Vec<u8>>, String> {
-        let mut outputs = Vec::with_capacity(self.outputs.len());
-        for name in &self.outputs {
-            let at = response
-                .outputs
-                .iter()
-                .position(|o| o.name == *name)
-                .ok_or_else(|| format!("response has no output '{name}'"))?;
-            let raw = response
-                .raw_output_contents
-                .get(at)
-                .ok_or_else(|| format!("output '{name}' came without raw_output_contents"))?;
-            let datatype = response.outputs[at]
-                .datatype
-                .parse::<DataType>()
-                .map_err(|e| format!("output '{name}': {e}"))?;
-            outputs.push(OutputTensor { datatype, raw });
-        }
-        postprocess::payloads(self.profile.post_process, &outputs, indices)
-            .map_err(|e| format!("cannot read the response: {e}"))
+/// The payload of each sample (QSL `indices`, in order) from a response: `outputs` by name,
+/// post-processed the profile's way.
+pub fn response_payloads(
+    response: &ModelInferResponse,
+    outputs: &[String],
+    post_process: PostProcess,
+    indices: &[usize],
+) -> Result<Vec<Vec<u8>>, String> {
+    let mut tensors = Vec::with_capacity(outputs.len());
+    for name in outputs {
+        let at = response
+            .outputs
+            .iter()
+            .position(|o| o.name == *name)
+            .ok_or_else(|| format!("response has no output '{name}'"))?;
+        let raw = response
+            .raw_output_contents
+            .get(at)
+            .ok_or_else(|| format!("output '{name}' came without raw_output_contents"))?;
+        let datatype = response.outputs[at]
+            .datatype
+            .parse::<DataType>()
+            .map_err(|e| format!("output '{name}': {e}"))?;
+        tensors.push(OutputTensor { datatype, raw });
     }
+    postprocess::payloads(post_process, &tensors, indices)
+        .map_err(|e| format!("cannot read the response: {e}"))
 }
 
 /// Reads the server's timing parameters (`queue_time_us`/`_ns`, `compute_time_us`/`_ns`,
 /// `batch_size`); `None` when the server sent neither time.
-fn server_timing(parameters: &HashMap<String, InferParameter>) -> Option<ServerTiming> {
+pub fn server_timing(parameters: &HashMap<String, InferParameter>) -> Option<ServerTiming> {
     let int = |name: &str| -> Option<u64> {
         match parameters.get(name)?.parameter_choice.as_ref()? {
             ParameterChoice::Int64Param(v) => u64::try_from(*v).ok(),

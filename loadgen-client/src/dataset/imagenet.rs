@@ -19,6 +19,65 @@ pub struct ImagenetSource {
     labels: Option<Vec<i64>>,
 }
 
+/// One line of an ImageNet list file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry<'a> {
+    /// 1-based line number.
+    pub line: usize,
+    pub file: &'a str,
+    pub label: i64,
+}
+
+/// A list file line that is not `<file> <label>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ListLineError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Parses a list file (`<file> <label>` per line, blank lines skipped, the file name may hold
+/// spaces) up to `limit` entries.
+pub fn parse_list(text: &str, limit: usize) -> Result<Vec<ListEntry<'_>>, ListLineError> {
+    let mut entries = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if entries.len() >= limit {
+            break;
+        }
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |message: String| ListLineError {
+            line: n + 1,
+            message,
+        };
+        let (file, label) = line
+            .rsplit_once(char::is_whitespace)
+            .ok_or_else(|| bad(format!("expected '<file> <label>', found '{}'", clip(line))))?;
+        let label = label.parse::<i64>().map_err(|_| {
+            bad(format!(
+                "label '{}' is not an integer (expected '<file> <label>')",
+                clip(label)
+            ))
+        })?;
+        entries.push(ListEntry {
+            line: n + 1,
+            file: file.trim(),
+            label,
+        });
+    }
+    Ok(entries)
+}
+
+/// At most 120 characters of a list line in an error.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(120) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 impl ImagenetSource {
     /// Reads the list (`list` or `dir/val_map.txt`), keeps the first `count` entries and checks
     /// that every image exists. Without `list` and without `dir/val_map.txt`, the folder's
@@ -38,38 +97,26 @@ impl ImagenetSource {
             path: list_path.clone(),
             source,
         })?;
+        let bad = |error: ListLineError| DatasetError::List {
+            path: list_path.clone(),
+            line: error.line,
+            message: error.message,
+        };
+        let entries = parse_list(&text, count.unwrap_or(usize::MAX)).map_err(bad)?;
         let (mut files, mut labels) = (Vec::new(), Vec::new());
-        let limit = count.unwrap_or(usize::MAX);
-        for (n, line) in text.lines().enumerate() {
-            if files.len() >= limit {
-                break;
-            }
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            let bad = |message: String| DatasetError::List {
-                path: list_path.clone(),
-                line: n + 1,
-                message,
-            };
-            let (file, label) = line
-                .rsplit_once(char::is_whitespace)
-                .ok_or_else(|| bad(format!("expected '<file> <label>', found '{line}'")))?;
-            let label = label.parse::<i64>().map_err(|_| {
-                bad(format!(
-                    "label '{label}' is not an integer (expected '<file> <label>')"
-                ))
-            })?;
-            let path = dir.join(file.trim());
+        for entry in entries {
+            let path = dir.join(entry.file);
             if !path.is_file() {
-                return Err(bad(format!(
-                    "image {} does not exist (is --dataset-path the folder the list refers to?)",
-                    path.display()
-                )));
+                return Err(bad(ListLineError {
+                    line: entry.line,
+                    message: format!(
+                        "image {} does not exist (is --dataset-path the folder the list refers to?)",
+                        path.display()
+                    ),
+                }));
             }
             files.push(path);
-            labels.push(label);
+            labels.push(entry.label);
         }
         Ok(Self {
             images: ImageFiles {
