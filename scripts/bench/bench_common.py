@@ -13,11 +13,14 @@ import os
 import re
 import resource
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
@@ -38,6 +41,84 @@ SAMPLE_RE = re.compile(r'"ph":"b".*?"issue_start_ns":(-?\d+)')
 
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+OUTCOME_RE = re.compile(r'^inference_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)', re.M)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """An inference-server on free loopback ports serving `repository`, ready once `ready_model`
+    is; its CPU time, memory and descriptors read from /proc."""
+
+    def __init__(self, binary, workdir, repository, ready_model, extra_args=(), timeout=180):
+        self.grpc = f"127.0.0.1:{free_port()}"
+        self.metrics = f"127.0.0.1:{free_port()}"
+        self.log = open(os.path.join(workdir, "server.log"), "w")
+        self.proc = subprocess.Popen(
+            [binary, "--model-repository", repository, "--grpc-addr", self.grpc,
+             "--metrics-addr", self.metrics, "--http-addr", f"127.0.0.1:{free_port()}", *extra_args],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_ready(ready_model, timeout)
+
+    def wait_ready(self, model, timeout):
+        import tritonclient.grpc as grpcclient
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"inference-server exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                c = grpcclient.InferenceServerClient(self.grpc)
+                if c.is_model_ready(model):
+                    c.close()
+                    return
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"inference-server did not make {model} ready; see {self.log.name}")
+
+    def outcomes(self, model):
+        """inference_requests_total of `model` by outcome."""
+        try:
+            text = urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=5).read().decode()
+        except OSError:
+            return {}
+        out = {}
+        for labels, value in OUTCOME_RE.findall(text):
+            m = re.search(r'outcome="([^"]+)"', labels)
+            if m and f'model="{model}"' in labels:
+                out[m.group(1)] = out.get(m.group(1), 0) + float(value)
+        return out
+
+    def cpu_s(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory_mib(self, key):
+        """A /proc/PID/status memory figure (VmRSS now, VmHWM the peak so far) in MiB."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+        return None
+
+    def descriptors(self):
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
 
 
 def build_and_snapshot(build=True):

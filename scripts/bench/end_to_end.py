@@ -20,88 +20,19 @@ One table: add --only latency or --only max.
 """
 import argparse
 import os
-import re
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as bc  # noqa: E402
-
-OUTCOME_RE = re.compile(r'^inference_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)', re.M)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, binary, workdir):
-        self.grpc = f"127.0.0.1:{free_port()}"
-        self.metrics = f"127.0.0.1:{free_port()}"
-        self.log = open(os.path.join(workdir, "server.log"), "w")
-        self.proc = subprocess.Popen(
-            [binary, "--model-repository", os.path.join(bc.ROOT, "models", "repository"),
-             "--grpc-addr", self.grpc, "--metrics-addr", self.metrics, "--log-level", "warn"],
-            cwd=bc.ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        self.wait_ready()
-
-    def wait_ready(self, timeout=120):
-        import tritonclient.grpc as grpcclient
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"inference-server exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                c = grpcclient.InferenceServerClient(self.grpc)
-                if c.is_model_ready("digits-cnn"):
-                    c.close()
-                    return
-            except Exception:  # noqa: BLE001 - not up yet
-                pass
-            time.sleep(0.5)
-        raise RuntimeError("inference-server did not become ready")
-
-    def outcomes(self):
-        try:
-            text = urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=5).read().decode()
-        except OSError:
-            return {}
-        out = {}
-        for labels, value in OUTCOME_RE.findall(text):
-            m = re.search(r'outcome="([^"]+)"', labels)
-            if m and 'model="digits-cnn"' in labels:
-                out[m.group(1)] = out.get(m.group(1), 0) + float(value)
-        return out
-
-    def cpu_s(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
-
 
 MIN_QUERIES = 3000  # early stopping needs >= 1453 queries for a p99 claim even with none over the bound
 
 
 def run_e2e(server, which, bins, qps, duration, outdir):
     duration = max(duration, -(-MIN_QUERIES // max(1, int(qps))))
-    before, cpu0 = server.outcomes(), server.cpu_s()
+    before, cpu0 = server.outcomes("digits-cnn"), server.cpu_s()
     r = bc.run_test(which, bins, qps, duration, outdir, endpoint=server.grpc)
-    after, cpu1 = server.outcomes(), server.cpu_s()
+    after, cpu1 = server.outcomes("digits-cnn"), server.cpu_s()
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
     r["server_success"] = delta.get("success", 0)
     r["server_not_success"] = sum(v for k, v in delta.items() if k != "success")
@@ -130,7 +61,8 @@ def main():
     args = ap.parse_args()
 
     cmdline, bins, work, started = bc.start(args, "end_to_end.py", "end-to-end-")
-    server = Server(bins["inference-server"], work)
+    server = bc.Server(bins["inference-server"], work, os.path.join(bc.ROOT, "models", "repository"),
+                       "digits-cnn", extra_args=["--log-level", "warn"])
     out = []
     try:
         bc.log(f"server {server.grpc} ready; warming up")

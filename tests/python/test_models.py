@@ -31,11 +31,11 @@ def io_signature(path):
     return sig(graph.input), sig(graph.output)
 
 
-def check_config(model_dir):
+def check_config(model_dir, max_batch_size):
     cfg = tomllib.loads((model_dir / "config.toml").read_text())
     assert CONFIG_KEYS <= set(cfg) <= CONFIG_KEYS | OPTIONAL_CONFIG_KEYS, set(cfg)
     assert cfg["backend"] == "onnxruntime" and cfg["device"] == "cpu"
-    assert cfg["max_batch_size"] == 64 and cfg["instances"] == 1
+    assert cfg["max_batch_size"] == max_batch_size and cfg["instances"] == 1
     assert set(cfg["dynamic_batching"]) == {"max_queue_delay_us", "preferred_batch_sizes",
                                             "max_queue_size"}
 
@@ -45,7 +45,7 @@ def test_digits_contract():
     assert io_signature(DIGITS_MODEL) == ([("input", f32, ["N", 1, 8, 8])],
                                           [("logits", f32, ["N", 10])])
     assert DIGITS_MODEL.stat().st_size < 1_000_000
-    check_config(DIGITS_MODEL.parents[1])
+    check_config(DIGITS_MODEL.parents[1], 64)
 
 
 def test_digits_accuracy_from_png(digits_session, digits_test_set):
@@ -68,7 +68,7 @@ def test_efficientnet_contract(efficientnet):
     f32 = onnx.TensorProto.FLOAT
     assert io_signature(efficientnet) == ([("input", f32, ["N", 3, 224, 224])],
                                           [("logits", f32, ["N", 1000])])
-    check_config(EFFICIENTNET)
+    check_config(EFFICIENTNET, 8)
 
 
 def test_efficientnet_classifies_sample_photos(efficientnet):

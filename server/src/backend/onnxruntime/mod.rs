@@ -6,6 +6,7 @@
 //! [onnxruntime]
 //! intra_op_threads = 2        # threads inside one operator, per instance [default: cores / instances]
 //! intra_op_spinning = false   # idle operator threads spin-wait [default: false]
+//! cpu_arena = true            # keep freed tensor memory for the next run [default: true]
 //! ```
 //! The library is found by [`environment::load`]: `[onnxruntime] library` in the server config →
 //! `ORT_DYLIB_PATH` → system locations → an installed Python `onnxruntime` wheel.
@@ -90,9 +91,19 @@ pub struct OrtSettings {
     /// with requests that are not back to back they burn a core per thread for nothing.
     #[serde(default)]
     pub intra_op_spinning: bool,
+    /// Keep the memory of freed tensors in ONNX Runtime's CPU arena (and plan it with memory
+    /// patterns) for the next run; `None` = on, ONNX Runtime's default. Off, the process gives
+    /// back most of a large batch's memory when idle, but runs take up to twice as long (README
+    /// "Memory budget").
+    pub cpu_arena: Option<bool>,
 }
 
 impl OrtSettings {
+    /// Whether instances keep ONNX Runtime's CPU arena (see [`OrtSettings::cpu_arena`]).
+    pub fn uses_cpu_arena(&self) -> bool {
+        self.cpu_arena.unwrap_or(true)
+    }
+
     /// The intra-op thread count each of `instances` instances on one device gets.
     pub fn effective_intra_op_threads(&self, instances: usize) -> usize {
         self.intra_op_threads.filter(|n| *n > 0).unwrap_or_else(|| {

@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 
 use inference_proto::DataType;
-use ort::ep::{ExecutionProvider, TensorRT, CUDA};
+use ort::ep::{ExecutionProvider, TensorRT, CPU, CUDA};
 use ort::error::ErrorCode;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
@@ -91,7 +91,17 @@ impl OnnxRuntimeBackend {
             .with_intra_op_spinning(settings.intra_op_spinning)
             .map_err(setup)?
             .with_inter_threads(1)
+            .map_err(setup)?
+            .with_memory_pattern(settings.uses_cpu_arena())
             .map_err(setup)?;
+        CPU::default()
+            .with_arena_allocator(settings.uses_cpu_arena())
+            .register(&mut builder)
+            .map_err(|e| {
+                BackendError::LibraryUnavailable(format!(
+                    "ONNX Runtime CPU arena setting rejected: {e}"
+                ))
+            })?;
 
         builder = match device {
             OrtDevice::Cpu => builder,
