@@ -562,9 +562,9 @@ async fn open_all(
     Ok((all, batch_cap, outputs))
 }
 
-/// ServerReady, ModelReady and ModelMetadata against the profile; returns the batch limit the
-/// model's input shape implies (`usize::MAX` when the batch dimension is dynamic) and the
-/// outputs to read.
+/// ServerReady, ModelReady and ModelMetadata against the profile; returns the batch limit (the
+/// model's max_batch_size, or what a fixed batch dimension implies; `usize::MAX` when neither
+/// bounds it) and the outputs to read.
 async fn check(
     client: &mut Client,
     endpoint: &str,
@@ -611,12 +611,27 @@ async fn check(
         .await
         .map_err(rpc("ModelMetadata"))?
         .into_inner();
-    match_profile(&metadata, profile).map_err(|problem| GrpcSutError::Mismatch {
-        endpoint: endpoint.to_string(),
-        model: model.to_string(),
-        profile: profile.name.to_string(),
-        problem,
-    })
+    let (shape_cap, outputs) =
+        match_profile(&metadata, profile).map_err(|problem| GrpcSutError::Mismatch {
+            endpoint: endpoint.to_string(),
+            model: model.to_string(),
+            profile: profile.name.to_string(),
+            problem,
+        })?;
+    // A dynamic batch dimension is still bounded by the model's max_batch_size (Triton's
+    // ModelConfig); servers without ModelConfig leave it to the shape.
+    let config_cap = client
+        .model_config(ModelConfigRequest {
+            name: model.to_string(),
+            version: String::new(),
+        })
+        .await
+        .ok()
+        .and_then(|answer| answer.into_inner().config)
+        .and_then(|config| usize::try_from(config.max_batch_size).ok())
+        .filter(|max| *max > 0)
+        .unwrap_or(usize::MAX);
+    Ok((shape_cap.min(config_cap), outputs))
 }
 
 /// The error of a start-up RPC the server answered with `status`.

@@ -178,3 +178,39 @@ fn sut_checks_splits_decodes_and_fails_cleanly() {
     let err = GrpcSut::connect(&config, other, qsl.store()).err().unwrap();
     assert!(matches!(err, GrpcSutError::Mismatch { .. }), "{err}");
 }
+
+#[test]
+fn requests_stay_within_the_models_max_batch_size() {
+    let fake = Arc::new(Fake::default());
+    fake.max_batch_size.store(2, Ordering::SeqCst);
+    let (_server, addr) = serve(Arc::clone(&fake), None);
+    let dir = tempfile::tempdir().unwrap();
+    let qsl = digits_qsl(dir.path());
+    let config = GrpcSutConfig {
+        endpoints: vec![format!("http://{addr}")],
+        connections_per_endpoint: 1,
+        model: "digits".into(),
+        // Offline's default; the model takes at most 2 (its ModelConfig), the shape says -1.
+        max_batch: 32,
+        in_flight_per_connection: 8,
+        in_flight_bytes_per_endpoint: 1 << 20,
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(5),
+        retries: 0,
+        security: Default::default(),
+    };
+    let sut = GrpcSut::connect(&config, lookup("digits-cnn").unwrap(), qsl.store()).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let sink = ResponseSink::new(Arc::new(Collect(Mutex::new(tx))));
+    let samples: Vec<QuerySample> = (0..7)
+        .map(|i| QuerySample {
+            id: i,
+            index: i as usize,
+        })
+        .collect();
+    sut.issue_query(samples, sink);
+    assert!(wait_for(&rx, 7).iter().all(|r| r.error.is_none()));
+    let mut batches = fake.batches.lock().unwrap().clone();
+    batches.sort_unstable();
+    assert_eq!(batches, vec![1, 2, 2, 2]);
+}

@@ -37,6 +37,8 @@ pub struct Fake {
     /// `(call, authorization)` of every call, in order.
     pub authorizations: Mutex<Vec<(&'static str, Option<String>)>>,
     pub token: Mutex<Option<String>>,
+    /// ModelConfig's max_batch_size; 0 = ModelConfig is unimplemented (a non-Triton server).
+    pub max_batch_size: AtomicUsize,
 }
 
 impl Fake {
@@ -167,7 +169,16 @@ impl GrpcInferenceService for Fake {
     }
     async fn model_config(&self, r: Request<ModelConfigRequest>) -> R<ModelConfigResponse> {
         self.check("model_config", r.metadata())?;
-        Err(Status::unimplemented("fake"))
+        match self.max_batch_size.load(Ordering::SeqCst) {
+            0 => Err(Status::unimplemented("fake")),
+            max => Ok(Response::new(ModelConfigResponse {
+                config: Some(ModelConfig {
+                    name: "digits".into(),
+                    max_batch_size: i32::try_from(max).unwrap_or(i32::MAX),
+                    ..Default::default()
+                }),
+            })),
+        }
     }
     async fn model_statistics(
         &self,
