@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target (fuzz/fuzz_targets) for SECONDS each (default 30), seeded from the
-# repository's own files. A panic or crash prints the input's path (fuzz/artifacts/<target>/) and
+# Runs every cargo-fuzz target (fuzz/fuzz_targets) for SECONDS each (default 30), or for N
+# executions each with -runs=N, seeded from the repository's own files. A panic or crash prints the input's path (fuzz/artifacts/<target>/) and
 # fails the run; its statistics (executions, peak RSS) are printed per target.
 # Installs cargo-fuzz into .cargo-tools/ (inside the clone) when it is not on the PATH.
-# Usage: bash scripts/fuzz.sh [SECONDS] [TARGET...]      e.g. bash scripts/fuzz.sh 3600 model_config
+# Usage: bash scripts/fuzz.sh [SECONDS|-runs=N] [TARGET...]   e.g. bash scripts/fuzz.sh -runs=10000000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds="${1:-30}"
+budget="${1:-30}"
 shift || true
+case "$budget" in
+    -runs=*) limit="$budget" ;;
+    *) limit="-max_total_time=$budget" ;;
+esac
 tools="$PWD/.cargo-tools"
 export PATH="$tools/bin:$PATH"
 if ! command -v cargo-fuzz >/dev/null; then
@@ -36,9 +40,9 @@ mkdir -p logs
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     log="logs/$target.log"
-    echo "==> $target: ${seconds}s"
+    echo "==> $target: ${limit#-}"
     if ! cargo fuzz run --sanitizer none --release "$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 >"$log" 2>&1; then
+        "$limit" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 >"$log" 2>&1; then
         tail -n 40 "$log"
         echo "fuzz.sh: $target failed; the input is in fuzz/artifacts/$target/ (full log: fuzz/$log)" >&2
         exit 1

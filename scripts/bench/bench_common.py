@@ -1,7 +1,9 @@
-"""Shared helpers of the client benchmarks (client_overhead.py, end_to_end.py).
+"""Shared helpers of the benchmarks (client_overhead.py, end_to_end.py, memory_budget.py,
+load_limits.py): a server on free ports with its /proc figures (Server), snapshot binaries, and
+LoadGen runs.
 
 Runs one Server-scenario test with either LoadGen and returns the same result keys for both:
-  ours     = target/release/loadgen-client (a private copy, see snapshot_binaries)
+  ours     = target/release/loadgen-client (a private copy, see build_and_snapshot)
   official = scripts/bench/official_sut.py (PyPI mlcommons-loadgen 6.0.17, in the .venv)
 Both read the same keys from their mlperf_log_detail.txt and, with trace=True, the per-sample issue
 delay (`issue_start_ns` of each "Sample" begin event = issue time - scheduled time) from
@@ -28,6 +30,7 @@ OFFICIAL = os.path.join(ROOT, "scripts", "bench", "official_sut.py")
 KEYS = {
     "result_validity": "validity",
     "result_completed_samples_per_sec": "completed_qps",
+    "result_samples_per_second": "offline_qps",
     "result_scheduled_samples_per_sec": "scheduled_qps",
     "result_50.00_percentile_latency_ns": "p50_ns",
     "result_99.00_percentile_latency_ns": "p99_ns",
