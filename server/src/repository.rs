@@ -523,7 +523,7 @@ impl Repository {
                 return Err(reason);
             }
         };
-        let served: BTreeMap<u64, Arc<ServedModel>> = prepared
+        let mut served: BTreeMap<u64, Arc<ServedModel>> = prepared
             .versions
             .into_iter()
             .map(|version| {
@@ -536,10 +536,7 @@ impl Repository {
                 (model.version, Arc::new(model))
             })
             .collect();
-        let versions: Vec<u64> = served.keys().copied().collect();
-        for (version, reason) in &prepared.failed {
-            tracing::error!(model = name, version, %reason, "model version failed to load; the other versions serve");
-        }
+        let mut failed = prepared.failed;
         let old = {
             let mut models = self.write();
             let slot = models.entry(name.to_string()).or_insert_with(|| Slot {
@@ -554,9 +551,22 @@ impl Repository {
             slot.reason.clear();
             slot.required = prepared.config.raw.required.unwrap_or(true);
             slot.fingerprint = prepared.fingerprint;
-            slot.failed_versions = prepared.failed;
+            // A serving version whose new files fail keeps serving what it loaded before.
+            failed.retain(|&version, reason| match slot.versions.remove(&version) {
+                Some(loaded) => {
+                    tracing::error!(model = name, version, %reason, "model version failed to reload; the loaded one keeps serving");
+                    served.insert(version, loaded);
+                    false
+                }
+                None => {
+                    tracing::error!(model = name, version, %reason, "model version failed to load; the other versions serve");
+                    true
+                }
+            });
+            slot.failed_versions = failed;
             std::mem::replace(&mut slot.versions, served)
         };
+        let versions: Vec<u64> = self.versions(name);
         metrics::set_model_state(name, ModelState::Ready.metric_label());
         metrics::record_model_load(name, started.elapsed());
         tracing::info!(model = name, ?versions, took = ?started.elapsed(), "model ready");

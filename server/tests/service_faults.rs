@@ -1,7 +1,8 @@
 //! Faults, through the real binary: a backend error fails only the batch it happened in; a
 //! broken version beside good ones is reported while the good ones serve; a model file corrupted
-//! on disk keeps the loaded version serving on reload and is UNAVAILABLE with the reason on a
-//! restart; a client that goes away mid-request is dropped and counted once.
+//! on disk keeps the loaded version serving on reload (for a whole model and for one version)
+//! and is UNAVAILABLE with the reason on a restart; a client that goes away mid-request is
+//! dropped and counted once.
 
 mod common;
 mod service_support;
@@ -254,6 +255,26 @@ async fn a_broken_version_is_reported_and_the_good_ones_serve() {
         "{}",
         server.log()
     );
+
+    // Version 3 goes bad on disk: a reload keeps the loaded version 3 serving.
+    let v3 = repo.path().join("pinned/3/model.onnx");
+    let bytes = std::fs::read(&v3).expect("read version 3");
+    std::fs::write(&v3, &bytes[..bytes.len() / 2]).expect("truncate version 3");
+    server.signal("HUP");
+    let log = server
+        .wait_for_log("repository reloaded", Duration::from_secs(20))
+        .await;
+    assert!(
+        log.contains("model version failed to reload; the loaded one keeps serving"),
+        "{log}"
+    );
+    server
+        .client()
+        .await
+        .model_infer(affine("pinned", "3"))
+        .await
+        .expect("the loaded version 3 keeps serving");
+    assert!(model_ready(&server, "pinned", "3").await);
 }
 
 #[tokio::test]
