@@ -215,7 +215,8 @@ struct Cli {
     request_timeout: f64,
     /// A server's Prometheus /metrics URL to read device telemetry from (temperatures, CPU
     /// frequency, throttling, accelerator resets), or `off`; repeat for several servers
-    /// [default: each endpoint's host at the next port, e.g. 8001 → http://host:8002/metrics].
+    /// [default: each endpoint's host and scheme at the next port, e.g. http://host:8001 →
+    /// http://host:8002/metrics].
     #[arg(long, value_name = "URL|off")]
     server_metrics: Vec<String>,
     /// Seconds between telemetry samples during the run.
@@ -536,6 +537,14 @@ impl Cli {
         } else {
             self.server_metrics.clone()
         };
+        if security.token.is_some() {
+            if let Some(plain) = urls.iter().find(|u| !is_https(u)) {
+                eprintln!(
+                    "warning: --token with the plaintext metrics URL {plain}: the token crosses \
+                     the network unencrypted (use an https:// --server-metrics URL)"
+                );
+            }
+        }
         let tls = if urls.iter().any(|u| is_https(u)) {
             let tls = security.tls.clone().unwrap_or_default();
             Some(

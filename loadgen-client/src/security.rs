@@ -34,6 +34,8 @@ pub enum SecurityError {
     NoSystemRoots,
     #[error("--token: a bearer token must be visible ASCII without spaces")]
     BadToken,
+    #[error("--tls-key cannot sign the client certificate for https metrics scrapes: {0}")]
+    UnusableKey(String),
 }
 
 /// The TLS settings of `https://` endpoints, with the files already read and checked.
@@ -173,7 +175,8 @@ impl TlsOptions {
     }
 
     /// The same trust for `https://` metrics URLs (ureq): the CA bundle or the system's roots,
-    /// and the client certificate.
+    /// and the client certificate. `--tls-server-name` is not applied: a metrics URL names the
+    /// host its certificate must carry.
     pub fn ureq_config(&self) -> Result<ureq::tls::TlsConfig, SecurityError> {
         let roots: Vec<ureq::tls::Certificate<'static>> = match &self.ca_pem {
             Some(pem) => ureq::tls::parse_pem(pem)
@@ -197,10 +200,9 @@ impl TlsOptions {
                     _ => None,
                 })
                 .collect();
-            if let Ok(key) = ureq::tls::PrivateKey::from_pem(key) {
-                builder =
-                    builder.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
-            }
+            let key = ureq::tls::PrivateKey::from_pem(key)
+                .map_err(|e| SecurityError::UnusableKey(e.to_string()))?;
+            builder = builder.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
         }
         Ok(builder.build())
     }

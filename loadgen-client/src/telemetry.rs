@@ -260,8 +260,8 @@ impl Source {
     }
 }
 
-/// The HTTP client of the scrapes; `https://` URLs are checked with `tls` (without it, the
-/// bundled Mozilla roots).
+/// The HTTP client of the scrapes; `https://` URLs are checked with `tls` (the monitor always
+/// passes one for them: `--tls-ca` or the system's roots).
 fn agent(tls: Option<ureq::tls::TlsConfig>) -> ureq::Agent {
     let mut config = ureq::Agent::config_builder().timeout_global(Some(SCRAPE_TIMEOUT));
     if let Some(tls) = tls {
@@ -315,8 +315,8 @@ pub struct Monitor {
 }
 
 /// How the scrapes reach `/metrics`: the TLS settings of `https://` URLs (the CA and client
-/// certificate of the gRPC endpoints; without them, the bundled Mozilla roots) and the bearer
-/// token the servers want.
+/// certificate of the gRPC endpoints; without a CA, the system's roots) and the bearer token the
+/// servers want.
 #[derive(Debug, Clone, Default)]
 pub struct ScrapeAccess {
     pub tls: Option<ureq::tls::TlsConfig>,
@@ -562,7 +562,11 @@ fn megahertz(value: Option<f64>) -> String {
 /// serves it on every listener).
 pub fn default_metrics_url(endpoint: &str) -> Option<String> {
     let (scheme, rest) = endpoint.split_once("://").unwrap_or(("http", endpoint));
-    let scheme = if scheme == "https" { "https" } else { "http" };
+    let scheme = if scheme.eq_ignore_ascii_case("https") {
+        "https"
+    } else {
+        "http"
+    };
     let authority = rest.split('/').next()?;
     let (host, port) = authority.rsplit_once(':')?;
     let port: u16 = port.parse().ok()?;

@@ -42,7 +42,7 @@ enum StartupError {
     Access(access::AccessError),
     #[error(
         "model control (--allow-model-control) on an address other machines reach needs \
-             bearer tokens: pass --auth-token-file, or listen on 127.0.0.1 only"
+             credentials: pass --auth-token-file or --tls-client-ca, or listen on 127.0.0.1 only"
     )]
     OpenModelControl,
     #[error("cannot set up the metrics recorder: {0}")]
@@ -183,7 +183,10 @@ async fn serve(settings: Settings, root: PathBuf) -> Result<(), StartupError> {
     if let HttpAddr::On(addr) = settings.http_addr {
         reachable.push(addr);
     }
-    if settings.allow_model_control && !access.needs_token() && !access::all_loopback(&reachable) {
+    if settings.allow_model_control
+        && !access.needs_credentials()
+        && !access::all_loopback(&reachable)
+    {
         return Err(StartupError::OpenModelControl);
     }
     let policy = Policy {

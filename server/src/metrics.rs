@@ -66,14 +66,14 @@ pub const ACCELERATOR_RESETS: &str = "inference_accelerator_resets_total";
 pub const ACCELERATOR_ALIVE: &str = "inference_accelerator_alive";
 
 /// Connections by listener and `outcome`: `accepted`, `rejected_limit` (over --max-connections),
-/// `closed_idle` (no request for --idle-timeout).
+/// `closed_idle` (no request for --idle-timeout), `tls_failed` (the TLS handshake failed).
 pub const CONNECTIONS: &str = "inference_connections_total";
 /// Connections open now, by listener.
 pub const CONNECTIONS_OPEN: &str = "inference_connections_open";
 /// Request bodies refused while arriving, by listener and `reason`: `memory_budget`
 /// (--max-request-memory), `timeout` (--body-timeout).
 pub const BODIES_REFUSED: &str = "inference_request_bodies_refused_total";
-/// Requests refused for want of a valid bearer token, by listener.
+/// Requests refused for want of a valid bearer token or client certificate, by listener.
 pub const UNAUTHENTICATED: &str = "inference_requests_unauthenticated_total";
 /// Times a ModelStreamInfer stream stopped reading requests because its client was not reading
 /// the responses.

@@ -419,7 +419,7 @@ async fn bearer_tokens_guard_everything_but_health() {
 }
 
 #[test]
-fn model_control_on_a_reachable_address_needs_tokens() {
+fn model_control_on_a_reachable_address_needs_credentials() {
     let repo = repo();
     let port = service_support::free_addr().port();
     let (code, _, stderr) = run_binary(
@@ -436,7 +436,7 @@ fn model_control_on_a_reachable_address_needs_tokens() {
     );
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("needs bearer tokens: pass --auth-token-file"),
+        stderr.contains("needs credentials: pass --auth-token-file or --tls-client-ca"),
         "{stderr}"
     );
     let (code, _, stderr) = run_binary(

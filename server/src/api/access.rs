@@ -116,13 +116,15 @@ impl Tokens {
     }
 }
 
-/// Compares without stopping at the first difference, so timing does not tell how much of a
-/// guess was right.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Compares `presented` with `token` in time that depends only on `presented`'s length, so
+/// timing tells neither how much of a guess was right nor how long the token is.
+fn same(token: &[u8], presented: &[u8]) -> bool {
+    let mut difference = u8::from(token.len() != presented.len() || token.is_empty());
+    for (i, byte) in presented.iter().enumerate() {
+        let expected = token.get(i).copied().unwrap_or(0);
+        difference |= expected ^ byte;
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    difference == 0
 }
 
 /// Why a request is refused.
@@ -219,17 +221,24 @@ impl Access {
         }))
     }
 
-    /// Re-reads the certificate and the tokens; on an error the old ones stay in use.
+    /// Re-reads the certificate and the tokens, all or nothing: on an error in either the old
+    /// certificate and tokens stay in use. (The client CA is read at start-up only.)
     pub fn reload(&self) -> Result<(), AccessError> {
-        if let Some(certificate) = &self.certificate {
-            let fresh = Certificate::load(&certificate.files)?;
+        let certificate = match &self.certificate {
+            Some(certificate) => Some((certificate, Certificate::load(&certificate.files)?)),
+            None => None,
+        };
+        let tokens = match &self.tokens {
+            Some(tokens) => Some((tokens, Tokens::load(&tokens.path)?)),
+            None => None,
+        };
+        if let Some((certificate, fresh)) = certificate {
             *certificate
                 .current
                 .write()
                 .unwrap_or_else(|e| e.into_inner()) = fresh;
         }
-        if let Some(tokens) = &self.tokens {
-            let fresh = Tokens::load(&tokens.path)?;
+        if let Some((tokens, fresh)) = tokens {
             *tokens.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         }
         Ok(())
@@ -243,6 +252,11 @@ impl Access {
     /// Whether bearer tokens are required.
     pub fn needs_token(&self) -> bool {
         self.tokens.is_some()
+    }
+
+    /// Whether requests other than health checks need a token or a client certificate.
+    pub fn needs_credentials(&self) -> bool {
+        self.needs_token() || self.client_certificates
     }
 
     /// Whether a request for `path` with `headers`, on a connection whose client did or did not
@@ -425,6 +439,17 @@ pub fn all_loopback(addresses: &[std::net::SocketAddr]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_needs_every_byte_and_the_length() {
+        let token = b"abcdefghijklmnop0123";
+        assert!(same(token, token));
+        assert!(!same(token, b"abcdefghijklmnop012"));
+        assert!(!same(token, b"abcdefghijklmnop01234"));
+        assert!(!same(token, b"abcdefghijklmnop0124"));
+        assert!(!same(token, b""));
+        assert!(!same(b"", b""));
+    }
 
     #[test]
     fn tokens_are_compared_whole_and_health_stays_open() {
