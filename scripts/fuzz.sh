@@ -9,10 +9,14 @@ cd "$(dirname "$0")/.."
 
 budget="${1:-30}"
 shift || true
-case "$budget" in
-    -runs=*) limit="$budget" ;;
-    *) limit="-max_total_time=$budget" ;;
-esac
+if [[ "$budget" =~ ^-runs=[0-9]+$ ]]; then
+    limit="$budget"
+elif [[ "$budget" =~ ^[0-9]+$ ]]; then
+    limit="-max_total_time=$budget"
+else
+    echo "usage: bash scripts/fuzz.sh [SECONDS|-runs=N] [TARGET...]  ('$budget' is neither)" >&2
+    exit 2
+fi
 tools="$PWD/.cargo-tools"
 export PATH="$tools/bin:$PATH"
 if ! command -v cargo-fuzz >/dev/null; then
@@ -22,8 +26,8 @@ fi
 # Seeds: real files of each kind of input.
 mkdir -p fuzz/corpus/{model_config,mlperf_conf,dataset_list}
 cp server/examples/model-config.toml fuzz/corpus/model_config/example.toml
-for config in models/repository/*/config.toml deploy/server.toml; do
-    [ -f "$config" ] && cp "$config" "fuzz/corpus/model_config/$(echo "$config" | tr / _)"
+for config in models/repository/*/config.toml; do
+    cp "$config" "fuzz/corpus/model_config/$(echo "$config" | tr / _)"
 done
 # mlperf_conf's first byte picks the scenario (bits 0-1) and user.conf (bit 2) or rules file.
 { printf '\002'; cat loadgen/src/mlperf.conf; } > fuzz/corpus/mlperf_conf/mlperf.conf

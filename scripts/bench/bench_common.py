@@ -31,6 +31,7 @@ KEYS = {
     "result_validity": "validity",
     "result_completed_samples_per_sec": "completed_qps",
     "result_samples_per_second": "offline_qps",
+    "result_failed_sample_count": "failed_samples",
     "result_scheduled_samples_per_sec": "scheduled_qps",
     "result_50.00_percentile_latency_ns": "p50_ns",
     "result_99.00_percentile_latency_ns": "p99_ns",
@@ -67,7 +68,11 @@ class Server:
             [binary, "--model-repository", repository, "--grpc-addr", self.grpc,
              "--metrics-addr", self.metrics, "--http-addr", f"127.0.0.1:{free_port()}", *extra_args],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        self.wait_ready(ready_model, timeout)
+        try:
+            self.wait_ready(ready_model, timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def wait_ready(self, model, timeout):
         import tritonclient.grpc as grpcclient

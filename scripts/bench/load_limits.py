@@ -8,9 +8,10 @@ First the capacity C is measured: the median samples/s of --repeats Offline runs
 keeping to its in-flight budget). Then:
 
   overload  a baseline Server run at 0.5 C (--phase-time s), 2 C for --overload-time s (60), and
-            0.5 C again (recovery). During the 2 C run a probe thread sends one request every
-            100 ms and times the answers the server refuses (RESOURCE_EXHAUSTED); the server's
-            RSS is sampled every 0.5 s. Reported per phase: completed QPS, samples refused,
+            0.5 C again (recovery). During the 2 C run a probe thread sends one request at a
+            time, 100 ms after the last answer, and times the answers the server refuses
+            (RESOURCE_EXHAUSTED); the server's RSS is sampled every 0.5 s. Reported per phase:
+            completed QPS, samples failed (refused, or past their deadline),
             admitted p50/p99 (refused samples are not in the percentiles), peak RSS, and the
             probe's refusal time; recovery p99 as a ratio of the baseline's.
   soak      one Server run at 0.8 C for --soak-minutes (30), RSS and open descriptors sampled
@@ -52,11 +53,7 @@ def client_run(bins, server, work, name, scenario, qps, seconds, hold_back=False
     p, wall, _, _ = bc.run_child(cmd, timeout=seconds * 10 + 300)
     res = bc.parse_detail(os.path.join(outdir, "mlperf_log_detail.txt"))
     res.update({"rc": p.returncode, "wall_s": wall})
-    with open(os.path.join(outdir, "mlperf_log_detail.txt")) as f:
-        for line in f:
-            if '"result_failed_sample_count"' in line:
-                res["failed"] = int(line.rsplit('"value":', 1)[1].split(",")[0])
-    res.setdefault("failed", 0)
+    res["failed"] = int(res.get("failed_samples") or 0)
     bc.log(f"{name}: {scenario} {qps:.1f} QPS -> rc={p.returncode} {res.get('validity')} "
            f"completed={res.get('completed_qps')} failed={res['failed']}")
     return res
@@ -85,14 +82,15 @@ class Sampler:
 
 
 class RefusalProbe:
-    """One request every 100 ms; records how long each refusal (RESOURCE_EXHAUSTED) took."""
+    """One request at a time, 100 ms after the last answer; records how long each refusal
+    (RESOURCE_EXHAUSTED) took, and counts the requests admitted and any other errors."""
 
     def __init__(self, server):
         import tritonclient.grpc as grpcclient
         self.client = grpcclient.InferenceServerClient(server.grpc)
         self.tensor = grpcclient.InferInput("input", [1, 3, 224, 224], "FP32")
         self.tensor.set_data_from_numpy(np.zeros([1, 3, 224, 224], dtype=np.float32))
-        self.refused_ms, self.admitted = [], 0
+        self.refused_ms, self.admitted, self.other_errors = [], 0, 0
         self.stop_flag = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
@@ -107,6 +105,8 @@ class RefusalProbe:
             except InferenceServerException as e:
                 if "RESOURCE_EXHAUSTED" in (e.status() or ""):
                     self.refused_ms.append((time.monotonic() - t0) * 1000)
+                else:
+                    self.other_errors += 1
 
     def stop(self):
         self.stop_flag.set()
@@ -139,14 +139,14 @@ def overload(args, bins, server, work):
         if probe:
             probe.stop()
         samples = sampler.stop()
-        r["peak_rss"] = max(s[1] for s in samples)
+        r["peak_rss"] = max((s[1] for s in samples), default=server.memory_mib("VmRSS"))
         r["probe"] = probe
         rows.append((phase, factor, r))
     base_p99 = rows[0][2].get("p99_ns")
     out = [f"**Overload: efficientnet-lite0 (ONNX Runtime CPU, shipped config) at 2× its capacity** "
            f"(capacity C = {cap:.1f} samples/s, median of Offline runs {', '.join(f'{x:.1f}' for x in rates)}; "
            f"Server scenario, no client retries)  \n`{args.cmdline}`", "",
-           "| phase | target | completed QPS | samples refused | admitted p50 ms | admitted p99 ms | "
+           "| phase | target | completed QPS | samples failed | admitted p50 ms | admitted p99 ms | "
            "p99 vs baseline | server peak RSS MiB | probe: refusals, median / max ms |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for phase, factor, r in rows:
@@ -154,7 +154,8 @@ def overload(args, bins, server, work):
         probe_text = "–"
         if probe is not None:
             refused = sorted(probe.refused_ms)
-            probe_text = (f"{len(refused)} of {len(refused) + probe.admitted}, "
+            total = len(refused) + probe.admitted + probe.other_errors
+            probe_text = (f"{len(refused)} of {total}, "
                           f"{bc.median(refused) or 0:.1f} / {refused[-1] if refused else 0:.1f}")
         out.append(f"| {phase} | {factor:g} C | {float(r.get('completed_qps') or 0):.1f} | {r['failed']} | "
                    f"{bc.fmt_ms(r.get('p50_ns'))} | {bc.fmt_ms(r.get('p99_ns'))} | "

@@ -122,7 +122,11 @@ def load(server, name, batch, requests):
 def measure(binary, work, model, batch, arena, requests):
     name, folder, backend, _ = model
     root = repository(work, name, folder, backend, batch, arena)
-    server = bc.Server(binary, work, root, name, extra_args=["--log-level", "warn"])
+    try:
+        server = bc.Server(binary, work, root, name, extra_args=["--log-level", "warn"])
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     try:
         ready = server.memory_mib("VmRSS")
         rate = load(server, name, batch, requests)
