@@ -20,7 +20,8 @@ use tonic::Code;
 const FAKE_MODEL: &str = "inputs = [{ name = \"x\", datatype = \"FP32\", dims = [-1, 4] }]\n\
     outputs = [{ name = \"y\", datatype = \"FP32\", dims = [-1, 4] }]\nscale = 2.0\noffset = 1.0\n";
 
-fn request(model: &str, version: &str, x: f32) -> ModelInferRequest {
+/// One FP32 [1, 4] sample for `model` (either the fake or the affine ONNX model).
+fn request(model: &str, version: &str, values: [f32; 4]) -> ModelInferRequest {
     ModelInferRequest {
         model_name: model.into(),
         model_version: version.into(),
@@ -30,7 +31,7 @@ fn request(model: &str, version: &str, x: f32) -> ModelInferRequest {
             shape: vec![1, 4],
             ..Default::default()
         }],
-        raw_input_contents: vec![f32_bytes(&[x; 4])],
+        raw_input_contents: vec![f32_bytes(&values)],
         ..Default::default()
     }
 }
@@ -58,7 +59,7 @@ async fn a_backend_error_fails_only_its_batch() {
             server
                 .client()
                 .await
-                .model_infer(request("fake", "", x))
+                .model_infer(request("fake", "", [x; 4]))
                 .await
         }
     };
@@ -120,8 +121,8 @@ async fn a_client_gone_mid_request_is_dropped_and_counted_once() {
     let server = Server::start(repo.path(), &[]).await;
     // One request running on the instance, one queued behind it; both clients give up.
     let (mut first, mut second) = (server.client().await, server.client().await);
-    let running = first.model_infer(request("slow", "", 1.0));
-    let queued = second.model_infer(request("slow", "", 2.0));
+    let running = first.model_infer(request("slow", "", [1.0; 4]));
+    let queued = second.model_infer(request("slow", "", [2.0; 4]));
     let gave_up = tokio::time::timeout(Duration::from_millis(100), async {
         tokio::join!(running, queued)
     })
@@ -146,7 +147,7 @@ async fn a_client_gone_mid_request_is_dropped_and_counted_once() {
     let response = server
         .client()
         .await
-        .model_infer(request("slow", "", 3.0))
+        .model_infer(request("slow", "", [3.0; 4]))
         .await
         .expect("serves the next client")
         .into_inner();
@@ -182,18 +183,7 @@ async fn index(server: &Server) -> Vec<(String, String, String, String)> {
 }
 
 fn affine(model: &str, version: &str) -> ModelInferRequest {
-    ModelInferRequest {
-        model_name: model.into(),
-        model_version: version.into(),
-        inputs: vec![InferInputTensor {
-            name: "x".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 4],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![f32_bytes(&[0.0, 1.0, 2.0, 3.0])],
-        ..Default::default()
-    }
+    request(model, version, [0.0, 1.0, 2.0, 3.0])
 }
 
 #[tokio::test]
