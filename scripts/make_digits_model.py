@@ -50,6 +50,11 @@ latency_objective_ms = 50   # p99 objective, exported for the Prometheus alert
 max_queue_delay_us = 500
 preferred_batch_sizes = [8, 16]
 max_queue_size = 1024
+
+[onnxruntime]
+# One thread: the model is tiny (45 KB, 8x8 inputs), so a second intra-op thread buys nothing
+# and costs a thread wake-up per batch (README: "Per-request cost").
+intra_op_threads = 1
 """
 
 

@@ -43,6 +43,8 @@ pub struct GrpcSutConfig {
     pub endpoints: Vec<String>,
     /// HTTP/2 connections opened to each endpoint.
     pub connections_per_endpoint: usize,
+    /// Threads of the async runtime that sends the requests and reads the answers.
+    pub network_threads: usize,
     /// Served model name.
     pub model: String,
     /// Largest number of samples sent in one request; larger queries are split.
@@ -168,6 +170,7 @@ impl GrpcSut {
             return Err(GrpcSutError::NoEndpoint);
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.network_threads.max(1))
             .enable_all()
             .thread_name("grpc-sut")
             .build()
@@ -994,6 +997,7 @@ mod tests {
         let config = GrpcSutConfig {
             endpoints: vec![format!("127.0.0.1:{port}")],
             connections_per_endpoint: 2,
+            network_threads: 1,
             model: "efficientnet-lite0".into(),
             max_batch: 8,
             in_flight_per_connection: 4,

@@ -25,6 +25,7 @@ fn sut_checks_splits_decodes_and_fails_cleanly() {
     let config = GrpcSutConfig {
         endpoints: vec![endpoint.clone(), addr.to_string()],
         connections_per_endpoint: 2,
+        network_threads: 2,
         model: "digits".into(),
         max_batch: 4,
         in_flight_per_connection: 8,
@@ -189,6 +190,7 @@ fn requests_stay_within_the_models_max_batch_size() {
     let config = GrpcSutConfig {
         endpoints: vec![format!("http://{addr}")],
         connections_per_endpoint: 1,
+        network_threads: 1,
         model: "digits".into(),
         // Offline's default; the model takes at most 2 (its ModelConfig), the shape says -1.
         max_batch: 32,

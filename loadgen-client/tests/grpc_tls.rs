@@ -103,6 +103,7 @@ fn config(endpoint: String, security: Security) -> GrpcSutConfig {
     GrpcSutConfig {
         endpoints: vec![endpoint],
         connections_per_endpoint: 1,
+        network_threads: 1,
         model: "digits".into(),
         max_batch: 8,
         in_flight_per_connection: 8,

@@ -164,6 +164,10 @@ pub struct SettingsArgs {
     /// tests, or a container that mounts the host's /sys and /proc elsewhere.
     #[arg(long, env = "INFERENCE_SERVER_TELEMETRY_ROOT", value_name = "DIR")]
     pub telemetry_root: Option<PathBuf>,
+    /// Threads serving the network: they read, check and answer requests on every listener,
+    /// while each model instance runs on a thread of its own [default: half the CPUs, at least 1].
+    #[arg(long, env = "INFERENCE_SERVER_NETWORK_THREADS", value_name = "N")]
+    pub network_threads: Option<usize>,
     /// Open connections per listener; more are closed as they arrive [default: 512].
     #[arg(long, env = "INFERENCE_SERVER_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
@@ -250,6 +254,7 @@ pub struct SettingsFile {
     pub device_health_interval: Option<f64>,
     pub max_message_size: Option<usize>,
     pub telemetry_root: Option<PathBuf>,
+    pub network_threads: Option<usize>,
     pub max_connections: Option<usize>,
     pub idle_timeout: Option<f64>,
     pub max_concurrent_streams: Option<u32>,
@@ -283,6 +288,8 @@ pub struct Settings {
     pub max_message_size: usize,
     /// Root of the sysfs/procfs tree device telemetry is read from.
     pub telemetry_root: PathBuf,
+    /// Threads of the async runtime that serves the listeners.
+    pub network_threads: usize,
     /// Connection and request bounds of every listener.
     pub limits: Limits,
     /// Bytes of request bodies received at once, over every listener.
@@ -291,6 +298,13 @@ pub struct Settings {
     pub access: AccessSettings,
     /// Runtime libraries named by flag, environment or config file.
     pub libraries: LibraryPaths,
+}
+
+/// Half the CPUs, at least 1: the other half is left to the model instances, which on a small
+/// box compete with the network threads for the same cores.
+fn default_network_threads() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    (cpus / 2).max(1)
 }
 
 /// A settings problem, worded so the user knows what to change.
@@ -434,10 +448,21 @@ impl SettingsArgs {
             client_ca: self.tls_client_ca.clone().or(file.tls_client_ca),
             token_file: self.auth_token_file.clone().or(file.auth_token_file),
         };
+        let network_threads = match self.network_threads.or(file.network_threads) {
+            Some(0) => {
+                return Err(ConfigError::Invalid {
+                    setting: "network_threads",
+                    message: "must be at least 1".into(),
+                })
+            }
+            Some(n) => n,
+            None => default_network_threads(),
+        };
         Ok(Settings {
             access,
             limits,
             max_request_memory,
+            network_threads,
             model_repository,
             grpc_addr: self
                 .grpc_addr
@@ -695,6 +720,7 @@ mod tests {
         assert!(!settings.allow_model_control);
         assert_eq!(settings.log_format, LogFormat::Text);
         assert_eq!(settings.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        assert!(settings.network_threads >= 1);
     }
 
     #[test]
@@ -702,7 +728,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = write_config(
             dir.path(),
-            "model_repository = \"repo\"\ngrpc_addr = \"0.0.0.0:9001\"\nmetrics_addr = \"0.0.0.0:9002\"\nshutdown_grace = 2.5\nallow_model_control = true\nlog_format = \"json\"\n",
+            "model_repository = \"repo\"\ngrpc_addr = \"0.0.0.0:9001\"\nmetrics_addr = \"0.0.0.0:9002\"\nshutdown_grace = 2.5\nallow_model_control = true\nlog_format = \"json\"\nnetwork_threads = 3\n",
         );
         let config = config.to_str().expect("utf-8 path");
         let settings = parse(&["--config", config, "--grpc-addr", "127.0.0.1:7001"])
@@ -714,6 +740,7 @@ mod tests {
         assert_eq!(settings.shutdown_grace, Duration::from_millis(2500));
         assert!(settings.allow_model_control);
         assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(settings.network_threads, 3);
         let off = parse(&["--config", config, "--allow-model-control", "false"])
             .resolve(true)
             .expect("valid");
@@ -751,6 +778,10 @@ mod tests {
             .resolve(true)
             .expect_err("tiny messages");
         assert!(err.to_string().contains("max_message_size"));
+        let err = parse(&["--model-repository", "m", "--network-threads", "0"])
+            .resolve(true)
+            .expect_err("no network thread");
+        assert!(err.to_string().contains("network_threads"), "{err}");
         assert!(Cli::try_parse_from(["inference-server", "--grpc-addr", "nope"]).is_err());
     }
 

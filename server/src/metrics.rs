@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::telemetry::{Reading, PI_THROTTLE_CONDITIONS};
@@ -103,6 +103,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in the order of its discriminant.
+    const ALL: [Outcome; 7] = [
+        Outcome::Success,
+        Outcome::Invalid,
+        Outcome::Rejected,
+        Outcome::Expired,
+        Outcome::Cancelled,
+        Outcome::Unavailable,
+        Outcome::BackendError,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             Outcome::Success => "success",
@@ -198,6 +209,83 @@ pub fn record_request(model: &str, outcome: Outcome) {
         .increment(1);
 }
 
+/// The series a served model's requests update, resolved once when its version starts, so the
+/// request path formats no labels and looks nothing up.
+#[derive(Debug, Clone)]
+pub struct ModelMetrics {
+    /// [`REQUESTS_TOTAL`] by [`Outcome`] discriminant.
+    outcomes: [Counter; Outcome::ALL.len()],
+    request_duration: Histogram,
+    queue_duration: Histogram,
+    inflight: Gauge,
+    /// [`COMPUTE_DURATION`] of each instance's device.
+    compute: Vec<(String, Histogram)>,
+    backend: &'static str,
+    model: String,
+}
+
+impl ModelMetrics {
+    /// The series of `model`, whose instances run on `devices` with runtime `backend`.
+    pub fn new<'a>(
+        model: &str,
+        backend: &'static str,
+        devices: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let mut compute: Vec<(String, Histogram)> = Vec::new();
+        for device in devices {
+            if !compute.iter().any(|(d, _)| d == device) {
+                compute.push((
+                    device.to_string(),
+                    compute_histogram(model, backend, device),
+                ));
+            }
+        }
+        ModelMetrics {
+            outcomes: Outcome::ALL.map(|outcome| {
+                counter!(REQUESTS_TOTAL, "model" => model.to_string(), "outcome" => outcome.label())
+            }),
+            request_duration: histogram!(REQUEST_DURATION, "model" => model.to_string()),
+            queue_duration: histogram!(QUEUE_DURATION, "model" => model.to_string()),
+            inflight: gauge!(INFLIGHT_REQUESTS, "model" => model.to_string()),
+            compute,
+            backend,
+            model: model.to_string(),
+        }
+    }
+
+    /// Counts one finished request with its outcome.
+    pub fn record_request(&self, outcome: Outcome) {
+        self.outcomes[outcome as usize].increment(1);
+    }
+
+    /// Records the timings of one successful request that ran on `device`.
+    pub fn record_timings(
+        &self,
+        device: &str,
+        total: Duration,
+        queue: Duration,
+        compute: Duration,
+    ) {
+        self.request_duration.record(total.as_secs_f64());
+        self.queue_duration.record(queue.as_secs_f64());
+        match self.compute.iter().find(|(d, _)| d == device) {
+            Some((_, histogram)) => histogram.record(compute.as_secs_f64()),
+            None => {
+                compute_histogram(&self.model, self.backend, device).record(compute.as_secs_f64())
+            }
+        }
+    }
+
+    /// Adds `delta` (+1 on accept, −1 on answer) to the in-flight request gauge.
+    pub fn add_inflight(&self, delta: f64) {
+        self.inflight.increment(delta);
+    }
+}
+
+fn compute_histogram(model: &str, backend: &'static str, device: &str) -> Histogram {
+    histogram!(COMPUTE_DURATION, "model" => model.to_string(), "backend" => backend, "device" => device.to_string())
+}
+
 /// Where a batch ran: the labels of the per-device metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct RanOn<'a> {
@@ -206,19 +294,9 @@ pub struct RanOn<'a> {
     pub device: &'a str,
 }
 
-/// Records the timings of one successful request.
-pub fn record_request_timings(on: RanOn<'_>, total: Duration, queue: Duration, compute: Duration) {
-    let model = on.model.to_string();
-    histogram!(REQUEST_DURATION, "model" => model.clone()).record(total.as_secs_f64());
-    histogram!(QUEUE_DURATION, "model" => model.clone()).record(queue.as_secs_f64());
-    histogram!(COMPUTE_DURATION, "model" => model, "backend" => on.backend.to_string(), "device" => on.device.to_string())
-        .record(compute.as_secs_f64());
-}
-
-/// Records the sample count of one executed batch.
-pub fn record_batch_size(on: RanOn<'_>, samples: usize) {
+/// The [`BATCH_SIZE`] series of one instance: record each executed batch's sample count.
+pub fn batch_size_histogram(on: RanOn<'_>) -> Histogram {
     histogram!(BATCH_SIZE, "model" => on.model.to_string(), "backend" => on.backend.to_string(), "device" => on.device.to_string())
-        .record(samples as f64);
 }
 
 /// Counts one failed backend run of `kind` (one of [`BACKEND_ERROR_KINDS`]).
@@ -246,9 +324,9 @@ pub fn register_instance(on: RanOn<'_>, instance: usize) {
     }
 }
 
-/// Sets the number of requests waiting in `model`'s queue.
-pub fn set_queue_depth(model: &str, depth: usize) {
-    gauge!(QUEUE_DEPTH, "model" => model.to_string()).set(depth as f64);
+/// The [`QUEUE_DEPTH`] series of `model`: set it to the requests waiting in its queue.
+pub fn queue_depth_gauge(model: &str) -> Gauge {
+    gauge!(QUEUE_DEPTH, "model" => model.to_string())
 }
 
 /// Counts one connection event on `listener` (see [`CONNECTIONS`]).
@@ -284,11 +362,6 @@ pub fn set_queue_capacity(model: &str, capacity: usize) {
 /// Sets `model`'s p99 latency objective.
 pub fn set_latency_objective(model: &str, objective: Duration) {
     gauge!(LATENCY_OBJECTIVE, "model" => model.to_string()).set(objective.as_secs_f64());
-}
-
-/// Adds `delta` (+1 on accept, −1 on answer) to the in-flight request gauge.
-pub fn add_inflight(model: &str, delta: f64) {
-    gauge!(INFLIGHT_REQUESTS, "model" => model.to_string()).increment(delta);
 }
 
 /// Records how long loading a model took.

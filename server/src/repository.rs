@@ -13,7 +13,7 @@ use crate::backend::library::LibraryPaths;
 use crate::backend::runtime::{LoadRequest, ModelFiles};
 use crate::backend::{Backend, BackendError, BatchSupport, ModelSignature, TensorSpec};
 use crate::echo::clip;
-use crate::metrics;
+use crate::metrics::{self, ModelMetrics};
 use crate::model_config::{DeclaredTensor, ModelConfig, ModelConfigError, CONFIG_FILE_NAME};
 use crate::scheduler::{BatchingConfig, ModelScheduler};
 use crate::statistics::ModelStats;
@@ -77,6 +77,8 @@ pub struct ServedModel {
     pub max_batch_size: usize,
     pub scheduler: ModelScheduler,
     pub stats: ModelStats,
+    /// The series its requests update.
+    pub metrics: ModelMetrics,
 }
 
 impl ServedModel {
@@ -1045,6 +1047,16 @@ fn start_version(
     if let Some(ms) = config.raw.latency_objective_ms {
         metrics::set_latency_objective(name, Duration::from_secs_f64(ms / 1000.0));
     }
+    let devices: Vec<String> = scheduler
+        .instances()
+        .into_iter()
+        .map(|i| i.device)
+        .collect();
+    let metrics = ModelMetrics::new(
+        name,
+        config.runtime.name(),
+        devices.iter().map(String::as_str),
+    );
     ServedModel {
         name: name.to_string(),
         version: prepared.version,
@@ -1054,6 +1066,7 @@ fn start_version(
         max_batch_size: prepared.max_batch_size,
         scheduler,
         stats: ModelStats::default(),
+        metrics,
     }
 }
 

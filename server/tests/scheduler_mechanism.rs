@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,8 @@ struct Affine {
     runs: Arc<Mutex<Vec<i64>>>,
     /// Held by a test to keep this instance busy.
     gate: Arc<Mutex<()>>,
+    /// Set by a test: this instance's device is gone (runs and health checks fail).
+    gone: Arc<AtomicBool>,
 }
 
 impl Backend for Affine {
@@ -34,7 +37,17 @@ impl Backend for Affine {
         "test"
     }
 
+    fn health(&mut self) -> Result<(), BackendError> {
+        match self.gone.load(Ordering::SeqCst) {
+            true => Err(self.unplugged()),
+            false => Ok(()),
+        }
+    }
+
     fn infer(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        if self.gone.load(Ordering::SeqCst) {
+            return Err(self.unplugged());
+        }
         self.runs.lock().unwrap().push(inputs[0].shape[0]);
         let _busy = self.gate.lock().unwrap_or_else(|e| e.into_inner());
         let x = f32_values(&inputs[0]);
@@ -49,10 +62,21 @@ impl Backend for Affine {
     }
 }
 
+impl Affine {
+    fn unplugged(&self) -> BackendError {
+        BackendError::DeviceUnavailable {
+            device: "test".into(),
+            reason: "unplugged by the test".into(),
+        }
+    }
+}
+
 struct Harness {
     scheduler: ModelScheduler,
     runs: Arc<Mutex<Vec<i64>>>,
     gate: Arc<Mutex<()>>,
+    /// Each instance's device-gone switch, by index.
+    gone: Vec<Arc<AtomicBool>>,
 }
 
 impl Harness {
@@ -83,12 +107,15 @@ fn harness(batch: BatchSupport, dims: &[i64], config: BatchingConfig, instances:
         batch,
         quantization: Default::default(),
     };
-    let backends: Vec<Box<dyn Backend>> = (0..instances)
-        .map(|_| {
+    let gone: Vec<Arc<AtomicBool>> = (0..instances).map(|_| Arc::default()).collect();
+    let backends: Vec<Box<dyn Backend>> = gone
+        .iter()
+        .map(|gone| {
             Box::new(Affine {
                 signature: signature.clone(),
                 runs: Arc::clone(&runs),
                 gate: Arc::clone(&gate),
+                gone: Arc::clone(gone),
             }) as Box<dyn Backend>
         })
         .collect();
@@ -96,6 +123,7 @@ fn harness(batch: BatchSupport, dims: &[i64], config: BatchingConfig, instances:
         scheduler: ModelScheduler::start("test-model", "test", config, backends),
         runs,
         gate,
+        gone,
     }
 }
 
@@ -168,6 +196,41 @@ fn requests_wait_for_the_delay_then_go_as_one_batch() {
     }
     assert!(started.elapsed() >= Duration::from_millis(75));
     assert_eq!(*h.runs.lock().unwrap(), [3]);
+}
+
+#[test]
+fn an_instance_out_of_service_does_not_take_the_wake_up_of_the_one_in_service() {
+    // Idle instances sleep for a whole health interval unless woken: 60 s here.
+    let h = harness(
+        BatchSupport::Dynamic { max: 8 },
+        &[2],
+        BatchingConfig {
+            health_interval: Duration::from_secs(60),
+            ..config(8, 0)
+        },
+        2,
+    );
+    h.gone[0].store(true, Ordering::SeqCst);
+    // Requests go to whichever instance wakes; the first one instance 0 takes puts it out of
+    // service (its request is answered UNAVAILABLE), instance 1 answers the others.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.scheduler.in_service() == 2 {
+        assert!(Instant::now() < deadline, "instance 0 never took a request");
+        let _ = wait(h.scheduler.submit(request(1, 0.0)).unwrap());
+    }
+    // Both sleep now, one waiting for work and one for its device: each new request must reach
+    // the one in service at once.
+    std::thread::sleep(Duration::from_millis(50));
+    for i in 0..20 {
+        let started = Instant::now();
+        let response = wait(h.scheduler.submit(request(1, i as f32)).unwrap()).unwrap();
+        check_affine(&response, 1, i as f32);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "request {i} waited {:?} for the instance in service",
+            started.elapsed()
+        );
+    }
 }
 
 #[test]

@@ -41,7 +41,7 @@ use super::infer::{self, InferTarget, ResponseTimings};
 use super::shared_memory::SharedMemory;
 use crate::backend::runtime::DeviceKind;
 use crate::backend::TensorSpec;
-use crate::metrics::{self, Outcome, RanOn};
+use crate::metrics::{self, ModelMetrics, Outcome};
 use crate::repository::{LookupError, Repository, RepositoryError, ServedModel};
 use crate::scheduler::{InferError, InferenceRequest};
 use crate::statistics::SuccessRecord;
@@ -156,9 +156,9 @@ impl InferenceService {
                 return Err(status);
             }
         };
-        let _inflight = Inflight::start(&model.name);
+        let _inflight = Inflight::start(&model.metrics);
         let fail = |outcome: Outcome, status: Status| {
-            metrics::record_request(&model.name, outcome);
+            model.metrics.record_request(outcome);
             model.stats.record_failure(received.elapsed());
             status
         };
@@ -266,13 +266,9 @@ impl InferenceService {
             compute_output: timings.compute_output + encode_started.elapsed(),
             executed_batch: timings.batch_size,
         });
-        metrics::record_request(&model.name, Outcome::Success);
-        metrics::record_request_timings(
-            RanOn {
-                model: &model.name,
-                backend: model.config.runtime.name(),
-                device: &timings.device,
-            },
+        model.metrics.record_request(Outcome::Success);
+        model.metrics.record_timings(
+            &timings.device,
             timings.server,
             timings.queue,
             timings.compute,
@@ -329,26 +325,26 @@ impl Drop for Abandoned<'_> {
         } else {
             Outcome::Cancelled
         };
-        metrics::record_request(&self.model.name, outcome);
+        self.model.metrics.record_request(outcome);
         self.model.stats.record_failure(self.received.elapsed());
     }
 }
 
 /// Keeps the in-flight gauge right however a request ends (including a dropped future).
 struct Inflight<'a> {
-    model: &'a str,
+    metrics: &'a ModelMetrics,
 }
 
 impl<'a> Inflight<'a> {
-    fn start(model: &'a str) -> Self {
-        metrics::add_inflight(model, 1.0);
-        Inflight { model }
+    fn start(metrics: &'a ModelMetrics) -> Self {
+        metrics.add_inflight(1.0);
+        Inflight { metrics }
     }
 }
 
 impl Drop for Inflight<'_> {
     fn drop(&mut self) {
-        metrics::add_inflight(self.model, -1.0);
+        self.metrics.add_inflight(-1.0);
     }
 }
 

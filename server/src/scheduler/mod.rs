@@ -11,9 +11,11 @@
 //!
 //! Each instance thread is its own batcher: when free it looks at the queue under the lock, asks
 //! the pure [`policy::decide`] what to do with its rules, and either takes a batch, sleeps until
-//! the decision's deadline, or sleeps until a submit wakes it. Requests whose deadline passed, or
-//! whose receiver was dropped, are removed right before each decision, so they never reach the
-//! device.
+//! the decision's deadline, or sleeps until the queue changes. A submit wakes a sleeping instance
+//! only when the new request changes what the policy decides for it ([`policy::Sleep::woken_by`]:
+//! a batch is ready, or is due sooner); a request that merely joins a forming batch wakes no one.
+//! Requests whose deadline passed, or whose receiver was dropped, are removed right before each
+//! decision, so they never reach the device.
 //!
 //! **Instance health.** An idle instance asks its backend's [`Backend::health`] every
 //! `health_interval`. A device that is gone ([`crate::backend::BackendError::DeviceUnavailable`],
@@ -22,9 +24,9 @@
 //! keep serving, and it is polled until its device is back. With no instance in service, new and
 //! queued requests are answered UNAVAILABLE.
 //!
-//! Metrics: the scheduler records [`crate::metrics::record_batch_size`] for every backend run,
-//! backend errors, instance health, [`crate::metrics::set_queue_depth`] whenever the queue
-//! changes. Every request outcome reaches the caller as the result of [`ModelScheduler::submit`]
+//! Metrics: the scheduler records the batch size of every backend run
+//! ([`crate::metrics::batch_size_histogram`]), backend errors, instance health, and the queue
+//! depth ([`crate::metrics::queue_depth_gauge`]) whenever the queue changes. Every request outcome reaches the caller as the result of [`ModelScheduler::submit`]
 //! or of its receiver, and the caller records it; a caller that drops the receiver (its client
 //! went away) counts that itself.
 
@@ -39,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use self::policy::{BatchRules, Pending};
+use self::policy::{decide, BatchRules, Pending, Sleep};
 use self::queue::{BoundedQueue, Entry};
 use crate::backend::{Backend, BatchSupport, ModelSignature};
 use crate::metrics;
@@ -197,6 +199,9 @@ struct State {
     phase: Phase,
     /// Instance threads currently looking for work.
     idle: usize,
+    /// Per instance, by index: what it sleeps on while it waits for work; `None` while it runs a
+    /// batch, decides, or is out of service.
+    sleeping: Vec<Option<Sleep>>,
     /// Instance threads not yet exited.
     live: usize,
     /// One per instance, by index.
@@ -215,8 +220,12 @@ struct Shared {
     /// The runtime's name, for metrics.
     backend: &'static str,
     signature: ModelSignature,
+    /// Each instance's batching rules, by index.
+    rules: Vec<BatchRules>,
     /// Most samples one request may carry.
     max_request_samples: usize,
+    /// The model's queue-depth series.
+    queue_depth: ::metrics::Gauge,
     health_interval: Duration,
     state: Mutex<State>,
     /// Wakes instance threads: a request arrived, or the phase changed.
@@ -233,11 +242,27 @@ impl Shared {
     }
 }
 
+/// Whether the queue changed what the policy decides for a sleeping instance, so the sleepers
+/// must be woken (`shared.work.notify_all()`, best after the lock is released: a thread woken
+/// while the lock is held would only block on it again).
+fn decision_changed(shared: &Shared, state: &State) -> bool {
+    let now = Instant::now();
+    state
+        .sleeping
+        .iter()
+        .zip(&shared.rules)
+        .any(|(sleep, rules)| {
+            sleep.is_some_and(|sleep| {
+                sleep.woken_by(decide(state.queue.pending(), now, state.idle, rules))
+            })
+        })
+}
+
 /// Answers every queued request with `error`.
 fn answer_queue(shared: &Shared, state: &mut State, error: &InferError) {
     let dropped = state.queue.take_all();
     if !dropped.is_empty() {
-        metrics::set_queue_depth(&shared.model, 0);
+        shared.queue_depth.set(0.0);
     }
     for entry in dropped {
         let _ = entry.reply.send(Err(error.clone()));
@@ -323,26 +348,30 @@ impl ModelScheduler {
                 reason: String::new(),
             })
             .collect();
+        let sleeping = vec![None; instances.len()];
         let shared = Arc::new(Shared {
             model: model.to_string(),
             backend,
             signature,
+            rules,
             max_request_samples,
+            queue_depth: metrics::queue_depth_gauge(model),
             health_interval: config.health_interval,
             state: Mutex::new(State {
                 queue: BoundedQueue::new(config.max_queue_requests, config.max_queue_bytes),
                 phase: Phase::Running,
                 idle: 0,
+                sleeping,
                 live: 0,
                 instances: statuses,
             }),
             work: Condvar::new(),
             exited: Condvar::new(),
         });
-        metrics::set_queue_depth(model, 0);
+        shared.queue_depth.set(0.0);
         metrics::set_queue_capacity(model, config.max_queue_requests);
         let mut threads = Vec::with_capacity(instances.len());
-        for (index, (backend_instance, rules)) in instances.into_iter().zip(rules).enumerate() {
+        for (index, backend_instance) in instances.into_iter().enumerate() {
             let thread_shared = Arc::clone(&shared);
             metrics::register_instance(
                 metrics::RanOn {
@@ -355,7 +384,7 @@ impl ModelScheduler {
             shared.lock().live += 1;
             let spawned = std::thread::Builder::new()
                 .name(format!("infer-{index}-{model}"))
-                .spawn(move || worker::run(thread_shared, index, backend_instance, rules));
+                .spawn(move || worker::run(thread_shared, index, backend_instance));
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
@@ -435,9 +464,12 @@ impl ModelScheduler {
         if state.queue.push(entry).is_err() {
             return Err(state.queue.full_error(&shared.model));
         }
-        metrics::set_queue_depth(&shared.model, state.queue.len());
+        shared.queue_depth.set(state.queue.len() as f64);
+        let wake = decision_changed(shared, &state);
         drop(state);
-        shared.work.notify_one();
+        if wake {
+            shared.work.notify_all();
+        }
         Ok(receiver)
     }
 

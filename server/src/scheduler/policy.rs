@@ -141,6 +141,29 @@ pub fn decide<'a>(
     }
 }
 
+/// What a free instance sleeps on, after its last decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sleep {
+    /// [`Decision::Idle`]: nothing to do until the queue changes.
+    ForWork,
+    /// [`Decision::WaitUntil`] this instant.
+    Until(Instant),
+}
+
+impl Sleep {
+    /// Whether an instance sleeping on `self` must wake because the queue changed and the policy
+    /// now decides `now_decided`: a batch is ready, or it is due earlier than the instance sleeps
+    /// for. Any other change would leave its decision as it is, so it sleeps on.
+    pub fn woken_by(self, now_decided: Decision) -> bool {
+        match (self, now_decided) {
+            (_, Decision::Dispatch { .. }) => true,
+            (Sleep::ForWork, Decision::WaitUntil(_)) => true,
+            (Sleep::Until(until), Decision::WaitUntil(due)) => due < until,
+            (_, Decision::Idle) => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +190,24 @@ mod tests {
                 shape_key: 7,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_sleeper_wakes_only_when_its_decision_changes() {
+        let t0 = Instant::now();
+        let r = rules(16, 10, &[4]);
+        let waiting = Sleep::Until(t0 + 10 * MS);
+        // A second request joins the first's batch: still due at the first's arrival + delay.
+        assert!(!waiting.woken_by(decide(&queue(t0, &[1, 1]), t0, 1, &r)));
+        // A preferred size, a full batch or an earlier deadline changes the decision.
+        assert!(waiting.woken_by(decide(&queue(t0, &[1, 1, 2]), t0, 1, &r)));
+        assert!(waiting.woken_by(decide(&queue(t0, &[8, 8]), t0, 1, &r)));
+        let mut early = queue(t0, &[1, 1]);
+        early[1].arrived = t0 - 5 * MS;
+        assert!(waiting.woken_by(decide(&early, t0, 1, &r)));
+        // An idle instance wakes for the first request, which sets its deadline.
+        assert!(Sleep::ForWork.woken_by(decide(&queue(t0, &[1]), t0, 1, &r)));
+        assert!(!Sleep::ForWork.woken_by(decide(&[], t0, 1, &r)));
     }
 
     #[test]

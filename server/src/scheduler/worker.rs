@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::batch;
-use super::policy::{decide, BatchRules, Decision};
+use super::policy::{decide, BatchRules, Decision, Sleep};
 use super::queue::{Dropped, Entry};
 use super::{
-    abort_queue, answer_queue, unavailable, InferError, InferenceResponse, Phase, RequestTimings,
-    Shared, State,
+    abort_queue, answer_queue, decision_changed, unavailable, InferError, InferenceResponse, Phase,
+    RequestTimings, Shared, State,
 };
 use crate::backend::{Backend, BackendError, BatchSupport};
+use ::metrics::Histogram;
+
 use crate::metrics::{self, RanOn};
 use crate::tensor::Tensor;
 
@@ -27,17 +29,18 @@ enum Next {
 }
 
 /// Body of an instance thread: runs batches until the scheduler drains or aborts.
-pub(super) fn run(
-    shared: Arc<Shared>,
-    index: usize,
-    mut backend: Box<dyn Backend>,
-    rules: BatchRules,
-) {
+pub(super) fn run(shared: Arc<Shared>, index: usize, mut backend: Box<dyn Backend>) {
+    let rules = shared.rules[index].clone();
     let flush_rules = rules.flushing();
+    let batch_sizes = metrics::batch_size_histogram(RanOn {
+        model: &shared.model,
+        backend: shared.backend,
+        device: backend.device(),
+    });
     loop {
-        match next_batch(&shared, &rules, &flush_rules) {
+        match next_batch(&shared, index, &rules, &flush_rules) {
             Next::Batch(entries) => {
-                if let Err(failure) = run_batch(&shared, backend.as_mut(), entries) {
+                if let Err(failure) = run_batch(&shared, backend.as_mut(), &batch_sizes, entries) {
                     out_of_service(&shared, index, backend.as_mut(), failure);
                 }
             }
@@ -85,19 +88,24 @@ fn out_of_service(shared: &Shared, index: usize, backend: &mut dyn Backend, reas
     }
     metrics::set_instance_up(on, index, false);
     loop {
-        {
-            let state = shared.lock();
+        // Woken early only by a phase change: the condvar also wakes for new requests.
+        let due = Instant::now() + shared.health_interval;
+        let mut state = shared.lock();
+        loop {
+            let now = Instant::now();
             if state.phase != Phase::Running {
                 return;
             }
-            let _ = shared
+            if now >= due {
+                break;
+            }
+            state = shared
                 .work
-                .wait_timeout(state, shared.health_interval)
-                .unwrap_or_else(|p| p.into_inner());
+                .wait_timeout(state, due - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
-        if shared.lock().phase != Phase::Running {
-            return;
-        }
+        drop(state);
         if check_health(backend).is_ok() {
             let mut state = shared.lock();
             state.instances[index].in_service = true;
@@ -116,7 +124,7 @@ pub(super) fn drop_dead(shared: &Shared, state: &mut State, now: Instant) {
     if dropped.is_empty() {
         return;
     }
-    metrics::set_queue_depth(&shared.model, state.queue.len());
+    shared.queue_depth.set(state.queue.len() as f64);
     for (entry, why) in dropped {
         match why {
             Dropped::Expired => {
@@ -128,9 +136,11 @@ pub(super) fn drop_dead(shared: &Shared, state: &mut State, now: Instant) {
     }
 }
 
-/// Waits until the policy hands this instance a batch, its health is due, or it should exit.
-fn next_batch(shared: &Shared, rules: &BatchRules, flush_rules: &BatchRules) -> Next {
+/// Waits until the policy hands instance `index` a batch, its health is due, or it should exit.
+fn next_batch(shared: &Shared, index: usize, rules: &BatchRules, flush_rules: &BatchRules) -> Next {
     let mut state = shared.lock();
+    // Whether the queue left behind a taken batch changes what another sleeping instance does.
+    let mut wake_others = false;
     state.idle += 1;
     let idle_since = Instant::now();
     let next = loop {
@@ -148,34 +158,40 @@ fn next_batch(shared: &Shared, rules: &BatchRules, flush_rules: &BatchRules) -> 
         match decide(state.queue.pending(), now, state.idle, rules) {
             Decision::Dispatch { requests } => {
                 let entries = state.queue.take(requests);
-                metrics::set_queue_depth(&shared.model, state.queue.len());
-                if !state.queue.is_empty() {
-                    shared.work.notify_one();
-                }
+                shared.queue_depth.set(state.queue.len() as f64);
+                wake_others = !state.queue.is_empty() && decision_changed(shared, &state);
                 break Next::Batch(entries);
             }
             Decision::WaitUntil(due) => {
                 let timeout = due.saturating_duration_since(now);
+                state.sleeping[index] = Some(Sleep::Until(due));
                 state = shared
                     .work
                     .wait_timeout(state, timeout)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
+                state.sleeping[index] = None;
             }
             Decision::Idle => {
                 let health_due = idle_since + shared.health_interval;
                 if now >= health_due {
                     break Next::CheckHealth;
                 }
+                state.sleeping[index] = Some(Sleep::ForWork);
                 state = shared
                     .work
                     .wait_timeout(state, health_due - now)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
+                state.sleeping[index] = None;
             }
         }
     };
     state.idle -= 1;
+    drop(state);
+    if wake_others {
+        shared.work.notify_all();
+    }
     next
 }
 
@@ -240,15 +256,11 @@ fn classify(shared: &Shared, backend: &mut dyn Backend, error: BackendError) -> 
 fn run_batch(
     shared: &Shared,
     backend: &mut dyn Backend,
+    batch_sizes: &Histogram,
     entries: Vec<Entry>,
 ) -> Result<(), String> {
     let dispatched = Instant::now();
     let device = backend.device().to_string();
-    let on = RanOn {
-        model: &shared.model,
-        backend: shared.backend,
-        device: &device,
-    };
     let mut compute = Duration::ZERO;
     let (mut gather, mut scatter) = (Duration::ZERO, Duration::ZERO);
     let mut timed = |backend: &mut dyn Backend, inputs: Vec<Tensor>| {
@@ -270,7 +282,7 @@ fn run_batch(
             BatchSupport::Unbatched => {
                 let mut results = Vec::with_capacity(requests.len());
                 for request in requests {
-                    metrics::record_batch_size(on, 1);
+                    batch_sizes.record(1.0);
                     let result = match timed(backend, request.inputs) {
                         Ok(outputs) => Ok(outputs),
                         Err(error) => {
@@ -285,7 +297,7 @@ fn run_batch(
                 (results, 1)
             }
             BatchSupport::Dynamic { max } if total <= max => {
-                metrics::record_batch_size(on, total);
+                batch_sizes.record(total as f64);
                 let started = Instant::now();
                 let inputs = concat_columns(requests.into_iter().map(|r| r.inputs));
                 gather = started.elapsed();
@@ -312,7 +324,7 @@ fn run_batch(
                 let outputs = runs.and_then(|runs| {
                     let mut per_run = Vec::with_capacity(runs.len());
                     for (inputs, real) in runs {
-                        metrics::record_batch_size(on, n);
+                        batch_sizes.record(n as f64);
                         let outputs = timed(backend, inputs).map_err(|error| {
                             let f = classify(shared, backend, error);
                             failure = f.device_failed;
