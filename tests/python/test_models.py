@@ -19,7 +19,7 @@ DIGITS_MODEL = ROOT / "models" / "repository" / "digits-cnn" / "1" / "model.onnx
 
 EFFICIENTNET = ROOT / "models" / "generated" / "efficientnet-lite0"
 CONFIG_KEYS = {"backend", "device", "max_batch_size", "instances", "dynamic_batching"}
-OPTIONAL_CONFIG_KEYS = {"latency_objective_ms"}
+OPTIONAL_CONFIG_KEYS = {"latency_objective_ms", "onnxruntime"}
 
 
 def io_signature(path):
@@ -38,6 +38,7 @@ def check_config(model_dir, max_batch_size):
     assert cfg["max_batch_size"] == max_batch_size and cfg["instances"] == 1
     assert set(cfg["dynamic_batching"]) == {"max_queue_delay_us", "preferred_batch_sizes",
                                             "max_queue_size"}
+    return cfg
 
 
 def test_digits_contract():
@@ -45,7 +46,9 @@ def test_digits_contract():
     assert io_signature(DIGITS_MODEL) == ([("input", f32, ["N", 1, 8, 8])],
                                           [("logits", f32, ["N", 10])])
     assert DIGITS_MODEL.stat().st_size < 1_000_000
-    check_config(DIGITS_MODEL.parents[1], 64)
+    cfg = check_config(DIGITS_MODEL.parents[1], 64)
+    # A tiny model: one intra-op thread (a second one only costs a wake-up per batch).
+    assert cfg["onnxruntime"] == {"intra_op_threads": 1}
 
 
 def test_digits_accuracy_from_png(digits_session, digits_test_set):
