@@ -1,7 +1,8 @@
 //! Who may talk to the server, through the real binary with certificates made here: TLS on the
 //! gRPC, HTTP and metrics listeners, the certificate reloaded on SIGHUP, client certificates
 //! (mTLS), bearer tokens (health checks open, everything else closed, tokens reloaded), and model
-//! control refused on a reachable address without tokens.
+//! control refused on a reachable address without tokens, and a connection stuck before its TLS
+//! handshake not holding up a stop.
 
 mod common;
 mod service_support;
@@ -453,4 +454,42 @@ fn model_control_on_a_reachable_address_needs_credentials() {
         stderr.contains("needs both --tls-cert and --tls-key"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_client_stuck_before_its_tls_handshake_does_not_hold_up_a_stop() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let authority = Authority::new("test CA");
+    let (cert, key) = authority.leaf(&["localhost", "127.0.0.1"], true);
+    let cert_path = write(dir.path(), "server.pem", &cert);
+    let key_path = write(dir.path(), "server.key", &key);
+    let repo = repo();
+    let mut server = Server::start(
+        repo.path(),
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    // Connected, but it never sends its ClientHello (the handshake timeout is 10 s).
+    let _silent = tokio::net::TcpStream::connect(server.grpc_addr)
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = std::time::Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(8)).await;
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stopping took {:?}",
+        stopping.elapsed()
+    );
+    // Not cut off after the flush timeout: the half-open connection closed with the listener.
+    let log = server.log();
+    assert!(!log.contains("connections still open"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
 }

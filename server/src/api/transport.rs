@@ -545,17 +545,26 @@ pub async fn serve<H: Handler>(
             match shared.access.tls().cloned() {
                 None => shared.serve_connection(stream, peer, false, stop).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
+                    let mut stopping = stop.clone();
+                    let handshake = tokio::select! {
+                        result = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => Some(result),
+                        // A connection still in its handshake has nothing in flight: close it.
+                        _ = stopping.changed() => None,
+                    };
+                    match handshake {
+                        None => {
+                            tracing::debug!(listener = name, %peer, "server stopping during a TLS handshake");
+                        }
+                        Some(Ok(Ok(tls))) => {
                             // The verifier accepts only certificates the client CA signed.
                             let certified = tls.get_ref().1.peer_certificates().is_some();
                             shared.serve_connection(tls, peer, certified, stop).await
                         }
-                        Ok(Err(err)) => {
+                        Some(Ok(Err(err))) => {
                             metrics::record_connection(name, "tls_failed");
                             tracing::debug!(listener = name, %peer, error = %err, "TLS handshake failed");
                         }
-                        Err(_) => {
+                        Some(Err(_)) => {
                             metrics::record_connection(name, "tls_failed");
                             tracing::debug!(listener = name, %peer, "TLS handshake timed out");
                         }
