@@ -31,10 +31,11 @@ use crate::dataset::SampleStore;
 use crate::postprocess::{self, OutputTensor};
 use crate::profile::{PostProcess, Profile};
 use crate::security::{is_https, BearerToken, Security};
+use crate::whole_body::WholeBody;
 use loadgen::observer::{Observation, RunObserver};
 use loadgen::sut::{QuerySample, ResponseSink, SampleResponse, ServerTiming, Sut};
 
-type Client = GrpcInferenceServiceClient<InterceptedService<Channel, BearerToken>>;
+type Client = GrpcInferenceServiceClient<InterceptedService<WholeBody<Channel>, BearerToken>>;
 
 /// How the SUT reaches the server and sizes its requests.
 #[derive(Debug, Clone)]
@@ -490,7 +491,7 @@ async fn connect(
         }
     })?;
     Ok(
-        GrpcInferenceServiceClient::with_interceptor(channel, auth.clone())
+        GrpcInferenceServiceClient::with_interceptor(WholeBody::new(channel), auth.clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX),
     )

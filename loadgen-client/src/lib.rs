@@ -9,3 +9,4 @@ pub mod profile;
 pub mod progress;
 pub mod security;
 pub mod telemetry;
+mod whole_body;
