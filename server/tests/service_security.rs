@@ -1,8 +1,8 @@
 //! Who may talk to the server, through the real binary with certificates made here: TLS on the
 //! gRPC, HTTP and metrics listeners, the certificate reloaded on SIGHUP, client certificates
-//! (mTLS), bearer tokens (health checks open, everything else closed, tokens reloaded), and model
-//! control refused on a reachable address without tokens, and a connection stuck before its TLS
-//! handshake not holding up a stop.
+//! (mTLS), bearer tokens (health checks open, everything else closed, tokens reloaded), model
+//! control on a reachable address refused without credentials and taken with client certificates,
+//! and a connection stuck before its TLS handshake not holding up a stop.
 
 mod common;
 mod service_support;
@@ -12,7 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use inference_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use inference_proto::inference::{ServerLiveRequest, ServerReadyRequest};
+use inference_proto::inference::{
+    RepositoryModelLoadRequest, ServerLiveRequest, ServerReadyRequest,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -492,4 +494,58 @@ async fn a_client_stuck_before_its_tls_handshake_does_not_hold_up_a_stop() {
     let log = server.log();
     assert!(!log.contains("connections still open"), "{log}");
     assert!(log.contains("stopped"), "{log}");
+}
+
+#[tokio::test]
+async fn model_control_on_a_reachable_address_takes_client_certificates_as_credentials() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let servers = Authority::new("server CA");
+    let clients = Authority::new("client CA");
+    let (cert, key) = servers.leaf(&["localhost"], true);
+    let repo = repo();
+    let (grpc_addr, metrics_addr) = (service_support::free_addr(), service_support::free_addr());
+    let reachable = format!("0.0.0.0:{}", service_support::free_addr().port());
+    let args: Vec<String> = [
+        "--model-repository",
+        repo.path().to_str().unwrap(),
+        "--grpc-addr",
+        &grpc_addr.to_string(),
+        "--metrics-addr",
+        &metrics_addr.to_string(),
+        "--http-addr",
+        &reachable,
+        "--allow-model-control",
+        "--tls-cert",
+        write(dir.path(), "s.pem", &cert).to_str().unwrap(),
+        "--tls-key",
+        write(dir.path(), "s.key", &key).to_str().unwrap(),
+        "--tls-client-ca",
+        write(dir.path(), "clients.pem", &clients.pem)
+            .to_str()
+            .unwrap(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    // Starts: every call but the health checks needs a certificate the client CA signed.
+    let server = Server::launch(&args, &[], grpc_addr, metrics_addr).await;
+    let request = || RepositoryModelLoadRequest {
+        model_name: "affine".into(),
+        ..Default::default()
+    };
+    let anonymous = tls_client(&server, &servers.pem, None).await.expect("TLS");
+    let status = anonymous
+        .clone()
+        .repository_model_load(request())
+        .await
+        .expect_err("no client certificate");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    let (client_cert, client_key) = clients.leaf(&["operator"], false);
+    let mut operator = tls_client(&server, &servers.pem, Some((&client_cert, &client_key)))
+        .await
+        .expect("TLS with a client certificate");
+    operator
+        .repository_model_load(request())
+        .await
+        .expect("model control with a client certificate");
 }
