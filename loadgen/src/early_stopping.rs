@@ -5,6 +5,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+/// The confidence and tolerance the official LoadGen judges early stopping with.
+pub const CONFIDENCE: f64 = 0.99;
+pub const TOLERANCE: f64 = 0.0;
+
+/// Whether a Server run of `queries` queries, `overlatency` of them over the latency bound,
+/// passes early stopping at `percentile` (official: `queries >= h + overlatency`).
+pub fn server_run_passes(
+    finder: &mut MinPassingQueriesFinder,
+    queries: i64,
+    overlatency: i64,
+    percentile: f64,
+) -> bool {
+    queries >= finder.find(overlatency, percentile, TOLERANCE, CONFIDENCE) + overlatency
+}
+
 /// ln B(x, y) through `lgamma`.
 fn lbeta(x: i64, y: i64) -> f64 {
     libm::lgamma(x as f64) + libm::lgamma(y as f64) - libm::lgamma((x + y) as f64)
@@ -96,8 +111,6 @@ impl MinPassingQueriesFinder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const CONFIDENCE: f64 = 0.99;
 
     #[test]
     fn minimum_query_counts() {

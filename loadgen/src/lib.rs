@@ -15,6 +15,7 @@ pub mod schedule;
 pub mod settings;
 pub mod sources;
 pub mod sut;
+pub mod timeline;
 
 pub use runner::{start_test, LoadgenError, LogPaths, Metric, RunOptions, TestOutcome};
 pub use settings::{LogSettings, TestMode, TestScenario, TestSettings};

@@ -1,15 +1,13 @@
 //! Performance results of one run: latency statistics, per-scenario metrics, early stopping and
 //! validity with the official recommendation texts (official `PerformanceSummary`).
 
-use crate::early_stopping::MinPassingQueriesFinder;
+use crate::early_stopping::{self, MinPassingQueriesFinder, CONFIDENCE, TOLERANCE};
 use crate::logs::format::fixed;
 use crate::settings::{ms_to_seconds, EffectiveSettings, TestScenario};
 
 /// The percentiles reported in the tables.
 pub const PERCENTILES: [f64; 6] = [0.50, 0.90, 0.95, 0.97, 0.99, 0.999];
 
-const CONFIDENCE: f64 = 0.99;
-const TOLERANCE: f64 = 0.0;
 /// Percentile of the extra SingleStream estimate used to infer MultiStream.
 const MULTI_STREAM_PERCENTILE: f64 = 0.99;
 
@@ -283,11 +281,11 @@ impl PerformanceSummary {
                     .iter()
                     .filter(|&&l| l > limit)
                     .count() as i64;
-                let h = finder.find(t, p, TOLERANCE, CONFIDENCE);
-                if n >= h + t {
+                if early_stopping::server_run_passes(&mut finder, n, t, p) {
                     self.early_stopping_text = " * Run successful.".to_string();
                 } else {
                     self.early_stopping_met = false;
+                    let h = finder.find(t, p, TOLERANCE, CONFIDENCE);
                     self.early_stopping_text = format!(
                         " * Run unsuccessful.\n * Processed {n} queries.\n * Would need to run at least {} more queries,\n with the run being successful if every additional\n query were under latency.",
                         h + t - n

@@ -190,6 +190,26 @@ fn multi_stream_matches_reference() {
         Some(MS1),
     );
     check_against_reference(&outcome, "MultiStream", false);
+    check_timeline(&outcome);
+}
+
+/// The timeline file counts every sample of the performance pass, in order of time, and its
+/// latencies span the summary's.
+fn check_timeline(outcome: &TestOutcome) {
+    let path = outcome.paths.timeline.as_ref().expect("a timeline file");
+    let timeline: loadgen::timeline::Timeline =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let summary = outcome.performance.as_ref().unwrap();
+    let completed: u64 = timeline.intervals.iter().map(|i| i.completed).sum();
+    assert_eq!(completed, summary.sample_count);
+    let histogram: u64 = timeline.histogram.iter().map(|b| b.count).sum();
+    assert_eq!(histogram, summary.sample_count);
+    assert!(timeline
+        .intervals
+        .windows(2)
+        .all(|w| w[0].start_s < w[1].start_s));
+    assert_eq!(timeline.cdf.first().map(|p| p.0), Some(summary.samples.min));
+    assert_eq!(timeline.cdf.last().map(|p| p.0), Some(summary.samples.max));
 }
 
 #[test]
@@ -201,6 +221,7 @@ fn offline_matches_reference() {
         Some(MS1),
     );
     check_against_reference(&outcome, "Offline", true);
+    check_timeline(&outcome);
 }
 
 #[test]

@@ -22,6 +22,7 @@ use crate::results::PerformanceSummary;
 use crate::schedule::{self, LoadableSet, PassKind, SequenceGen};
 use crate::settings::{EffectiveSettings, LogSettings, TestMode, TestScenario, TestSettings};
 use crate::sut::{Qsl, QslError, ResponseSink, Sut};
+use crate::timeline::Timeline;
 
 use pass::{collect, issue_queries, lock, IssueJob, Outputs, PassState, Router};
 
@@ -93,6 +94,8 @@ pub struct LogPaths {
     pub trace: Option<PathBuf>,
     /// This client's latency breakdown, when any sample carried server timings.
     pub breakdown: Option<PathBuf>,
+    /// This client's timeline of the performance pass (`timeline.rs`), when one ran.
+    pub timeline: Option<PathBuf>,
 }
 
 /// What happened in a test.
@@ -168,6 +171,7 @@ pub fn log_paths(log: &LogSettings, test_date_time: &str) -> LogPaths {
         accuracy: file("accuracy", "json"),
         trace: log.enable_trace.then(|| file("trace", "json")),
         breakdown: Some(file("breakdown", "txt")),
+        timeline: Some(file("timeline", "json")),
     }
 }
 
@@ -219,6 +223,7 @@ pub fn start_test(
         failed: 0,
         first_failure: None,
         breakdown: (0, Vec::new()),
+        timeline: None,
         sut_name: String::new(),
         detail_path: paths.detail.clone(),
         stop: options.stop.clone(),
@@ -261,6 +266,13 @@ pub fn start_test(
     match (&breakdown_text, &paths.breakdown) {
         (Some(text), Some(p)) => std::fs::write(p, text).map_err(io(p))?,
         _ => paths.breakdown = None,
+    }
+    match (test.timeline.take(), &paths.timeline) {
+        (Some(timeline), Some(p)) => {
+            let json = serde_json::to_vec(&timeline).map_err(|e| io(p)(e.into()))?;
+            std::fs::write(p, json).map_err(io(p))?;
+        }
+        _ => paths.timeline = None,
     }
     if log_settings.copy_summary_to_stdout {
         print!("{summary_text}");
@@ -323,6 +335,8 @@ struct Test {
     first_failure: Option<String>,
     /// Sample count and timed samples of the last performance pass.
     breakdown: (usize, Vec<BreakdownSample>),
+    /// The last performance pass over time.
+    timeline: Option<Timeline>,
     sut_name: String,
     detail_path: PathBuf,
     /// [`RunOptions::stop`].
@@ -643,6 +657,7 @@ impl Test {
             d.log(at, Site::new(LOADGEN, 564), "power_end", power_time(end))
         })?;
         if kind == PassKind::Performance {
+            self.timeline = Some(Timeline::new(m.completions, &m.breakdown));
             self.breakdown = (m.result.sample_latencies.len(), m.breakdown);
         }
         Ok(PerformanceSummary::compute(&self.sut_name, eff, m.result))

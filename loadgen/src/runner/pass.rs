@@ -15,6 +15,7 @@ use crate::results::PerformanceResult;
 use crate::schedule::{should_log_accuracy, PassKind, PlannedSample, QueryPlan};
 use crate::settings::{EffectiveSettings, TestScenario};
 use crate::sut::{CompletionHandler, QuerySample, ResponseSink, SampleResponse, ServerTiming, Sut};
+use crate::timeline::Completion;
 
 /// Locks a mutex, recovering the data if another thread panicked while holding it.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -550,6 +551,8 @@ pub struct PassMeasurements {
     pub failed: u64,
     /// Issued samples that reported server timings.
     pub breakdown: Vec<BreakdownSample>,
+    /// When each successful sample completed (performance passes only).
+    pub completions: Vec<Completion>,
 }
 
 /// Waits until every issued sample completed, then collects the measurements.
@@ -592,6 +595,21 @@ pub fn collect(pass: &PassState, stats: &IssueStats) -> PassMeasurements {
             timing,
         })
         .collect();
+    let completions = if pass.kind == PassKind::Performance {
+        (0..issued)
+            .filter(|&i| !failed(i))
+            .filter_map(|i| {
+                let scheduled = inner.scheduled[pass.sample_query[i] as usize]?;
+                let latency_ns = latency(i);
+                Some(Completion {
+                    at_ns: signed_ns(stats.start, scheduled).saturating_add(latency_ns),
+                    latency_ns,
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let secs = |t: Option<Instant>| t.map_or(0.0, |t| signed_ns(stats.start, t) as f64 / 1e9);
     let last = stats.queries_issued.saturating_sub(1);
     let plan = &pass.plan;
@@ -624,5 +642,6 @@ pub fn collect(pass: &PassState, stats: &IssueStats) -> PassMeasurements {
         max_completion: inner.max_completion,
         failed: inner.failed,
         breakdown,
+        completions,
     }
 }
