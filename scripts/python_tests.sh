@@ -20,6 +20,9 @@ wait_for_server "$port" "$server" "$log" 60
 # The TFLite test libraries and models behave as the tests expect (tests/fixtures).
 .venv/bin/python tests/fixtures/check_tflite_fixtures.py >/dev/null
 
+# The client's results store stays inside the clone.
+export LOADGEN_RESULTS_DB="$PWD/target/tmp/python-tests-results.sqlite"
+mkdir -p target/tmp && rm -f "$LOADGEN_RESULTS_DB"
 INFERENCE_SERVER_GRPC="127.0.0.1:$port" INFERENCE_SERVER_HTTP="127.0.0.1:$((port + 2))" \
     INFERENCE_SERVER_METRICS="127.0.0.1:$((port + 1))" LOADGEN_CLIENT="$bin/loadgen-client" \
     .venv/bin/python -m pytest -q tests/python tests/deploy

@@ -50,6 +50,7 @@ command -v curl >/dev/null || apt_install curl "the tests run the README's curl 
 command -v prometheus >/dev/null && command -v promtool >/dev/null \
     || apt_install prometheus "the tests run Prometheus and promtool"
 command -v systemd-analyze >/dev/null || apt_install systemd "the tests run systemd-analyze verify"
+command -v chromium >/dev/null || apt_install chromium "the report test renders the page in headless Chromium"
 
 # The arm64 install test: the server cross-built for aarch64 (linker: .cargo/config.toml) and run
 # under qemu with the runtimes of the arm64 wheels.

@@ -157,6 +157,21 @@ pub struct GrpcSut {
     runtime: Runtime,
     shared: Arc<Shared>,
     name: String,
+    served: ServedModel,
+}
+
+/// What the (first) server's ModelConfig says about the model it serves; empty fields where a
+/// server does not say.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ServedModel {
+    /// The runtime (Triton's `backend`, e.g. onnxruntime, tflite, openvino).
+    pub backend: String,
+    pub platform: String,
+    /// The devices its instances run on (this server's `device` parameter, e.g. `cpu`,
+    /// `edgetpu:0`; for other servers, the instance groups' kinds).
+    pub device: String,
+    pub max_batch_size: i32,
 }
 
 impl GrpcSut {
@@ -176,7 +191,14 @@ impl GrpcSut {
             .thread_name("grpc-sut")
             .build()
             .map_err(GrpcSutError::Runtime)?;
-        let (clients, batch_cap, outputs) = runtime.block_on(open_all(config, profile))?;
+        let (
+            clients,
+            Checked {
+                batch_cap,
+                outputs,
+                served,
+            },
+        ) = runtime.block_on(open_all(config, profile))?;
         let connections = clients.len();
         let kib_total = (config.in_flight_bytes_per_endpoint / 1024)
             .saturating_mul(config.endpoints.len())
@@ -204,7 +226,13 @@ impl GrpcSut {
                 config.model,
                 config.endpoints.join(", ")
             ),
+            served,
         })
+    }
+
+    /// The served model, as the first server describes it.
+    pub fn served_model(&self) -> &ServedModel {
+        &self.served
     }
 }
 
@@ -532,13 +560,24 @@ fn auth(endpoint: &str, security: &Security) -> Result<BearerToken, GrpcSutError
 
 /// Opens all connections (interleaved across endpoints so round-robin alternates endpoints)
 /// and checks every endpoint; returns the clients and the largest batch the model accepts.
+/// What the start-up checks found out about the model.
+struct Checked {
+    /// The batch limit (the model's max_batch_size, or what a fixed batch dimension implies;
+    /// `usize::MAX` when neither bounds it).
+    batch_cap: usize,
+    /// The outputs to read.
+    outputs: Vec<String>,
+    served: ServedModel,
+}
+
 async fn open_all(
     config: &GrpcSutConfig,
     profile: &Profile,
-) -> Result<(Vec<Client>, usize, Vec<String>), GrpcSutError> {
+) -> Result<(Vec<Client>, Checked), GrpcSutError> {
     let mut per_endpoint = Vec::with_capacity(config.endpoints.len());
     let mut batch_cap = usize::MAX;
     let mut outputs = Vec::new();
+    let mut served = None;
     for endpoint in &config.endpoints {
         let target = target(
             endpoint,
@@ -554,27 +593,32 @@ async fn open_all(
         for _ in 0..config.connections_per_endpoint.max(1) {
             clients.push(connect(&target, endpoint, &auth).await?);
         }
-        let (cap, read) = check(&mut clients[0], endpoint, &config.model, profile).await?;
-        batch_cap = batch_cap.min(cap);
-        outputs = read;
+        let checked = check(&mut clients[0], endpoint, &config.model, profile).await?;
+        batch_cap = batch_cap.min(checked.batch_cap);
+        outputs = checked.outputs;
+        served.get_or_insert(checked.served);
         per_endpoint.push(clients);
     }
     let mut all = Vec::new();
     for i in 0..config.connections_per_endpoint.max(1) {
         all.extend(per_endpoint.iter().filter_map(|c| c.get(i).cloned()));
     }
-    Ok((all, batch_cap, outputs))
+    let checked = Checked {
+        batch_cap,
+        outputs,
+        served: served.unwrap_or_default(),
+    };
+    Ok((all, checked))
 }
 
-/// ServerReady, ModelReady and ModelMetadata against the profile; returns the batch limit (the
-/// model's max_batch_size, or what a fixed batch dimension implies; `usize::MAX` when neither
-/// bounds it) and the outputs to read.
+/// ServerReady, ModelReady and ModelMetadata against the profile, then ModelConfig where the
+/// server has it.
 async fn check(
     client: &mut Client,
     endpoint: &str,
     model: &str,
     profile: &Profile,
-) -> Result<(usize, Vec<String>), GrpcSutError> {
+) -> Result<Checked, GrpcSutError> {
     let rpc = |call: &'static str| move |status: tonic::Status| refused(endpoint, call, &status);
     let ready = client
         .server_ready(ServerReadyRequest {})
@@ -624,18 +668,47 @@ async fn check(
         })?;
     // A dynamic batch dimension is still bounded by the model's max_batch_size (Triton's
     // ModelConfig); servers without ModelConfig leave it to the shape.
-    let config_cap = client
+    let config = client
         .model_config(ModelConfigRequest {
             name: model.to_string(),
             version: String::new(),
         })
         .await
         .ok()
-        .and_then(|answer| answer.into_inner().config)
+        .and_then(|answer| answer.into_inner().config);
+    let config_cap = config
+        .as_ref()
         .and_then(|config| usize::try_from(config.max_batch_size).ok())
         .filter(|max| *max > 0)
         .unwrap_or(usize::MAX);
-    Ok((shape_cap.min(config_cap), outputs))
+    Ok(Checked {
+        batch_cap: shape_cap.min(config_cap),
+        outputs,
+        served: config.map(served_model).unwrap_or_default(),
+    })
+}
+
+fn served_model(config: inference_proto::inference::ModelConfig) -> ServedModel {
+    let device = match config.parameters.get("device") {
+        Some(p) if !p.string_value.is_empty() => p.string_value.clone(),
+        _ => config
+            .instance_group
+            .iter()
+            .map(|g| {
+                g.kind()
+                    .as_str_name()
+                    .trim_start_matches("KIND_")
+                    .to_lowercase()
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    ServedModel {
+        backend: config.backend,
+        platform: config.platform,
+        device,
+        max_batch_size: config.max_batch_size,
+    }
 }
 
 /// The error of a start-up RPC the server answered with `status`.

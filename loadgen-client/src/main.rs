@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use loadgen::diagnostics::Diagnostic;
@@ -44,14 +44,21 @@ use loadgen::settings::{LogSettings, TestMode, TestScenario, TestSettings};
 use loadgen::sources::{ConfFile, Overrides, SettingsError, SettingsSources};
 use loadgen::sut::{Qsl, Sut};
 use loadgen_client::accuracy::{self, AccuracyLog};
+use loadgen_client::calibrate::{
+    merge_user_conf, CalibrationError, CalibrationPlan, Calibrator, LoadgenProbes,
+};
 use loadgen_client::dataset::coco::CocoSource;
 use loadgen_client::dataset::imagenet::ImagenetSource;
 use loadgen_client::dataset::synthetic::SyntheticSource;
 use loadgen_client::dataset::{Cache, DatasetQsl, GroundTruth, SampleSource};
-use loadgen_client::grpc_sut::{self, GrpcSut, GrpcSutConfig, RetryStats};
+use loadgen_client::grpc_sut::{self, GrpcSut, GrpcSutConfig, RetryStats, ServedModel};
 use loadgen_client::profile::{self, Profile};
 use loadgen_client::progress::ProgressSut;
+use loadgen_client::report::{self as run_report, RunRecord};
+use loadgen_client::run_info::RunInfo;
 use loadgen_client::security::{is_https, BearerToken, Security, TlsOptions};
+use loadgen_client::store::{self, ResultsStore, RunFilter};
+use loadgen_client::system::SystemDescription;
 use loadgen_client::telemetry::{self, Monitor, ScrapeAccess, Verdict};
 
 /// mimalloc instead of the C library's allocator: every request allocates and frees buffers on
@@ -79,6 +86,7 @@ enum DatasetKind {
     version,
     about,
     long_about = None,
+    args_conflicts_with_subcommands = true,
     after_help = "Settings precedence: command line > --user-conf > mlperf.conf (built in, or \
                   --mlperf-conf). Results go to --output-dir; accuracy modes also write \
                   accuracy.txt there. An invalid user.conf is logged (error_invalid_config) and \
@@ -89,6 +97,109 @@ enum DatasetKind {
                   the run (see the summary's device telemetry)."
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measures the system with short probe runs and writes a user.conf with the expected
+    /// latency (SingleStream, MultiStream) or QPS (Offline, Server) that makes the next full run
+    /// VALID. Takes the run's options; probe logs go to OUTPUT_DIR/calibration/.
+    Calibrate(Box<CalibrateArgs>),
+    /// Writes one self-contained HTML report of the runs in RUN_DIR... (output folders): latency
+    /// CDF, histogram and time series, the latency breakdown, batch sizes, telemetry, settings;
+    /// with several runs, a comparison table and the Pareto frontier.
+    Report(ReportArgs),
+    /// Lists the runs in the results store, filtered; --report draws them.
+    Runs(RunsArgs),
+}
+
+/// Where the results store is.
+#[derive(Debug, Clone, Args)]
+struct StoreArgs {
+    /// The results store (SQLite) every finished run is recorded in, or `off`
+    /// [default: $XDG_DATA_HOME/loadgen-client/results.sqlite, else under ~/.local/share].
+    #[arg(long, value_name = "FILE|off", env = "LOADGEN_RESULTS_DB")]
+    results_db: Option<String>,
+}
+
+impl StoreArgs {
+    /// The store's path; `None` when it is off (or no home folder says where).
+    fn path(&self) -> Option<PathBuf> {
+        match self.results_db.as_deref() {
+            Some("off") => None,
+            Some(path) => Some(PathBuf::from(path)),
+            None => store::default_path(),
+        }
+    }
+}
+
+/// `loadgen-client report`.
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// Output folders of runs (each with mlperf_log_detail.txt).
+    #[arg(value_name = "RUN_DIR", required = true)]
+    runs: Vec<PathBuf>,
+    /// The HTML file to write.
+    #[arg(long, short = 'o', value_name = "FILE", default_value = "report.html")]
+    output: PathBuf,
+}
+
+/// `loadgen-client runs`.
+#[derive(Debug, Args)]
+struct RunsArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Only runs of this scenario.
+    #[arg(long)]
+    scenario: Option<String>,
+    /// Only runs of this served model.
+    #[arg(long)]
+    model: Option<String>,
+    /// Only runs on this device (as the server names it, e.g. cpu, edgetpu:0).
+    #[arg(long)]
+    device: Option<String>,
+    /// Only VALID performance runs.
+    #[arg(long)]
+    valid: bool,
+    /// Only the latest N runs.
+    #[arg(long, value_name = "N")]
+    last: Option<usize>,
+    /// Also write the HTML report of the runs listed (those whose folders still exist).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+/// `loadgen-client calibrate`.
+#[derive(Debug, Args)]
+struct CalibrateArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Calibrate SingleStream, MultiStream, Offline and Server in turn, instead of --scenario.
+    #[arg(long)]
+    all_scenarios: bool,
+    /// The user.conf to write. When it exists it is updated: its other lines are kept and the
+    /// calibrated ones replaced; otherwise it starts from --user-conf's lines.
+    #[arg(long, value_name = "FILE", default_value = "user.conf")]
+    write: PathBuf,
+    /// Seconds of one probe run.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    probe_time: f64,
+    /// Safety margin: Server's QPS is set this fraction below the highest that met the latency
+    /// bound, Offline's expected QPS this fraction above the measured throughput.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.1)]
+    margin: f64,
+    /// The Server search ends when its bounds are within this fraction of each other.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.05)]
+    tolerance: f64,
+}
+
+/// The options of a run (and of calibration, which runs probes).
+#[derive(Debug, Clone, Args)]
+struct RunArgs {
     /// MLPerf scenario.
     #[arg(
         long,
@@ -215,6 +326,8 @@ struct Cli {
     /// Folder caching preprocessed tensors across runs.
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Where the mlperf_log_* files (and accuracy.txt) are written.
     #[arg(long, value_name = "DIR", default_value = "output")]
     output_dir: PathBuf,
@@ -239,8 +352,12 @@ struct Cli {
     allow_device_trouble: bool,
 }
 
-/// The SUT and, for the gRPC one, its retry counters.
-type SutAndRetries = (Arc<dyn Sut>, Option<Arc<RetryStats>>);
+/// The SUT and, for the gRPC one, its retry counters and the model it serves.
+struct Connected {
+    sut: Arc<dyn Sut>,
+    retries: Option<Arc<RetryStats>>,
+    served: ServedModel,
+}
 
 /// Exit status of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: u8 = 130;
@@ -271,6 +388,17 @@ enum CliError {
     Signals(std::io::Error),
     #[error("accuracy: {0}")]
     Accuracy(#[from] accuracy::AccuracyError),
+    #[error("calibrate: {0}")]
+    Calibration(Box<CalibrationError<CliError>>),
+    #[error(transparent)]
+    Report(#[from] loadgen_client::report::ReportError),
+    #[error(transparent)]
+    Store(#[from] loadgen_client::store::StoreError),
+    #[error("cannot write {path}: {error}")]
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error(
         "the run is marked: {events}; see \"Device telemetry\" in {summary}. Cool the box or \
          fix its power supply and rerun, or pass --allow-device-trouble to accept the run"
@@ -301,7 +429,7 @@ impl CliError {
     }
 }
 
-impl Cli {
+impl RunArgs {
     /// The mode given on the command line, if any.
     fn mode(&self) -> Option<TestMode> {
         if self.accuracy {
@@ -591,9 +719,13 @@ impl Cli {
         })
     }
 
-    fn sut(&self, qsl: &DatasetQsl, security: &Security) -> Result<SutAndRetries, CliError> {
+    fn sut(&self, qsl: &DatasetQsl, security: &Security) -> Result<Connected, CliError> {
         if self.endpoints.iter().any(|e| e == "null") {
-            return Ok((Arc::new(NullSut::immediate("null SUT (in-process)")), None));
+            return Ok(Connected {
+                sut: Arc::new(NullSut::immediate("null SUT (in-process)")),
+                retries: None,
+                served: ServedModel::default(),
+            });
         }
         let max_batch = match (self.max_batchsize, self.scenario) {
             (Some(n), _) => n,
@@ -620,12 +752,57 @@ impl Cli {
             security: security.clone(),
         };
         let sut = GrpcSut::connect(&config, self.profile, qsl.store())?;
-        let retries = sut.retry_stats();
-        Ok((Arc::new(sut), Some(retries)))
+        Ok(Connected {
+            retries: Some(sut.retry_stats()),
+            served: sut.served_model().clone(),
+            sut: Arc::new(sut),
+        })
+    }
+
+    /// The served model's name.
+    fn model_name(&self) -> &str {
+        self.model.as_deref().unwrap_or(self.profile.model)
+    }
+
+    /// The client's description of the run, for the detail log.
+    fn run_info(&self, mlperf_model: &str, qsl: &DatasetQsl, served: ServedModel) -> RunInfo {
+        RunInfo {
+            client: format!("loadgen-client {}", env!("CARGO_PKG_VERSION")),
+            profile: self.profile.name.to_string(),
+            model: self.model_name().to_string(),
+            mlperf_model: mlperf_model.to_string(),
+            dataset: qsl.name(),
+            endpoints: self.endpoints.clone(),
+            served,
+        }
+    }
+
+    /// Records the run in `--output-dir` in the results store; a store that cannot be used
+    /// is a warning (the run's files are written either way).
+    fn record(&self) {
+        let Some(path) = self.store.path() else {
+            return;
+        };
+        let dir = std::path::absolute(&self.output_dir).unwrap_or_else(|_| self.output_dir.clone());
+        let recorded = RunRecord::read(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|run| {
+                let store = ResultsStore::open(&path).map_err(|e| e.to_string())?;
+                store
+                    .record(&run, &SystemDescription::of_this_machine())
+                    .map_err(|e| e.to_string())
+            });
+        match recorded {
+            Ok(id) => println!("recorded as run {id} in {}", path.display()),
+            Err(e) => eprintln!(
+                "warning: the run was not recorded in the results store: {e} (--results-db \
+                 FILE or off)"
+            ),
+        }
     }
 }
 
-fn run(mut cli: Cli) -> Result<(), CliError> {
+fn run(mut cli: RunArgs) -> Result<(), CliError> {
     cli.validate()?;
     let security = cli.security()?;
     cli.profile = cli.served_profile(&security)?;
@@ -649,11 +826,16 @@ fn run(mut cli: Cli) -> Result<(), CliError> {
     );
     cli.check_memory(&settings, &qsl)?;
     let truth = qsl.ground_truth();
-    let (sut, retries) = cli.sut(&qsl, &security)?;
+    let Connected {
+        sut,
+        retries,
+        served,
+    } = cli.sut(&qsl, &security)?;
     println!("SUT: {}", sut.name());
+    let run_info = Arc::new(cli.run_info(mlperf_model, &qsl, served));
     let progress = Arc::new(ProgressSut::new(sut));
     let monitor = cli.monitor(&security)?;
-    let mut observers: Vec<Arc<dyn RunObserver>> = Vec::new();
+    let mut observers: Vec<Arc<dyn RunObserver>> = vec![run_info];
     if let Some(m) = &monitor {
         observers.push(m.clone());
     }
@@ -681,12 +863,16 @@ fn run(mut cli: Cli) -> Result<(), CliError> {
     }
     let outcome = outcome?;
     report(&outcome);
-    if matches!(
+    let scored = if matches!(
         settings.mode,
         TestMode::AccuracyOnly | TestMode::SubmissionRun
     ) {
-        score_accuracy(&outcome.paths.accuracy, &cli.output_dir, &truth)?;
-    }
+        score_accuracy(&outcome.paths.accuracy, &cli.output_dir, &truth)
+    } else {
+        Ok(())
+    };
+    cli.record();
+    scored?;
     if options.stop.load(Ordering::SeqCst) {
         return Err(runner::LoadgenError::Interrupted.into());
     }
@@ -710,6 +896,210 @@ fn run(mut cli: Cli) -> Result<(), CliError> {
              go unseen (pass --server-metrics URL, or --server-metrics off to silence this)"
         ),
         _ => {}
+    }
+    Ok(())
+}
+
+impl CalibrateArgs {
+    fn validate(&self) -> Result<(), CliError> {
+        self.run.validate()?;
+        let usage = |m: &str| Err(CliError::Usage(m.to_string()));
+        if self.run.mode().is_some() {
+            return usage("calibrate runs performance probes: drop --mode and --accuracy");
+        }
+        if !(self.probe_time > 0.0 && self.probe_time.is_finite()) {
+            return usage("--probe-time must be a positive number of seconds");
+        }
+        if !(0.0..1.0).contains(&self.margin) {
+            return usage("--margin must be a fraction, at least 0 and below 1 (0.1 = 10 %)");
+        }
+        if !(self.tolerance > 0.0 && self.tolerance < 1.0) {
+            return usage("--tolerance must be a fraction above 0 and below 1 (0.05 = 5 %)");
+        }
+        Ok(())
+    }
+
+    /// The scenarios to calibrate; Server, after SingleStream, reuses its latency probe.
+    fn scenarios(&self) -> Vec<TestScenario> {
+        if self.all_scenarios {
+            vec![
+                TestScenario::SingleStream,
+                TestScenario::MultiStream,
+                TestScenario::Offline,
+                TestScenario::Server,
+            ]
+        } else {
+            vec![self.run.scenario]
+        }
+    }
+
+    /// The text the written file starts from: the file itself when it exists, else --user-conf.
+    fn base_user_conf(&self) -> Result<String, CliError> {
+        let path = match (&self.run.user_conf, self.write.exists()) {
+            (_, true) => &self.write,
+            (Some(user_conf), false) => user_conf,
+            (None, false) => return Ok(String::new()),
+        };
+        std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))
+    }
+}
+
+/// `loadgen-client calibrate`: probes each scenario and writes the user.conf.
+fn calibrate(mut args: CalibrateArgs) -> Result<(), CliError> {
+    args.validate()?;
+    let base = args.base_user_conf()?;
+    let security = args.run.security()?;
+    args.run.profile = args.run.served_profile(&security)?;
+    let run = &args.run;
+    let mlperf_model = run
+        .mlperf_model
+        .as_deref()
+        .unwrap_or(run.profile.mlperf_model);
+    let qsl = Arc::new(run.qsl()?);
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_on_signals(&stop)?;
+    let dir = run.output_dir.join("calibration");
+    let make_sut = |scenario| {
+        let scenario_args = RunArgs {
+            scenario,
+            ..run.clone()
+        };
+        scenario_args.sut(&qsl, &security).map(|c| c.sut)
+    };
+    let probes = LoadgenProbes::new(
+        make_sut,
+        Arc::clone(&qsl) as Arc<dyn Qsl>,
+        dir.clone(),
+        format!("loadgen-client {} calibrate", env!("CARGO_PKG_VERSION")),
+        stop,
+    );
+    let plan = CalibrationPlan {
+        probe_time: Duration::from_secs_f64(args.probe_time),
+        margin: args.margin,
+        tolerance: args.tolerance,
+    };
+    let mut calibrator = Calibrator::new(probes, plan);
+    let mut calibrated = Vec::new();
+    for scenario in args.scenarios() {
+        let scenario_args = RunArgs {
+            scenario,
+            ..run.clone()
+        };
+        let (settings, _) = scenario_args.settings(mlperf_model)?;
+        println!("calibrating {}", scenario.as_str());
+        let result = calibrator.calibrate(&settings).map_err(|e| match e {
+            CalibrationError::Probe(e) => e,
+            other => CliError::Calibration(Box::new(other)),
+        })?;
+        for reason in &result.reasons {
+            println!("  {reason}");
+        }
+        println!("  {}", result.line(mlperf_model));
+        calibrated.push(result);
+    }
+    let header = format!(
+        "loadgen-client {} calibrate, {}, model {} on {}; probe logs in {}",
+        env!("CARGO_PKG_VERSION"),
+        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+        run.model.as_deref().unwrap_or(run.profile.model),
+        run.endpoints.join(" "),
+        dir.display()
+    );
+    let text = merge_user_conf(&base, mlperf_model, &header, &calibrated);
+    std::fs::write(&args.write, text).map_err(|error| CliError::Write {
+        path: args.write.clone(),
+        error,
+    })?;
+    println!(
+        "wrote {}; run with --user-conf {}",
+        args.write.display(),
+        args.write.display()
+    );
+    Ok(())
+}
+
+/// `loadgen-client report`: the HTML report of the runs in `dirs`.
+fn report_runs(dirs: &[PathBuf], output: &Path) -> Result<(), CliError> {
+    let runs = run_report::write_report(dirs, output)?;
+    println!(
+        "wrote {} ({} run{})",
+        output.display(),
+        runs.len(),
+        if runs.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+/// `loadgen-client runs`: lists the store's runs, and reports them with --report.
+fn list_runs(args: &RunsArgs) -> Result<(), CliError> {
+    let path = args.store.path().ok_or_else(|| {
+        CliError::Usage(
+            "the results store is off; pass --results-db FILE (or set LOADGEN_RESULTS_DB)".into(),
+        )
+    })?;
+    if !path.exists() {
+        return Err(CliError::Usage(format!(
+            "no results store at {}: no run was recorded there yet",
+            path.display()
+        )));
+    }
+    let store = ResultsStore::open(&path)?;
+    let runs = store.list(&RunFilter {
+        scenario: args.scenario.clone(),
+        model: args.model.clone(),
+        device: args.device.clone(),
+        valid_only: args.valid,
+        last: args.last,
+    })?;
+    println!(
+        "{:>5}  {:<20}  {:<12}  {:<15}  {:<16}  {:<10}  {:<7}  {:>10}  {:>11}  {:>8}  dir",
+        "id",
+        "date",
+        "scenario",
+        "mode",
+        "model",
+        "device",
+        "result",
+        "samples/s",
+        "latency ms",
+        "accuracy"
+    );
+    let number = |v: Option<f64>, scale: f64, decimals: usize| {
+        v.map(|v| format!("{:.*}", decimals, v / scale))
+            .unwrap_or_else(|| "-".into())
+    };
+    for r in &runs {
+        println!(
+            "{:>5}  {:<20}  {:<12}  {:<15}  {:<16}  {:<10}  {:<7}  {:>10}  {:>11}  {:>8}  {}",
+            r.id,
+            r.test_datetime,
+            r.scenario,
+            r.mode,
+            r.model,
+            r.device,
+            r.validity.as_deref().unwrap_or("-"),
+            number(r.throughput, 1.0, 1),
+            number(r.latency_ns, 1e6, 3),
+            number(r.accuracy, 1.0, 3),
+            r.dir.display()
+        );
+    }
+    println!("{} run(s) in {}", runs.len(), path.display());
+    if let Some(output) = &args.report {
+        let (present, missing): (Vec<_>, Vec<_>) = runs
+            .iter()
+            .map(|r| r.dir.clone())
+            .partition(|d| d.join(run_report::run::DETAIL).is_file());
+        for dir in &missing {
+            eprintln!("warning: {} is gone; left out of the report", dir.display());
+        }
+        if present.is_empty() {
+            return Err(CliError::Usage(
+                "none of the runs listed has its folder any more; nothing to report".into(),
+            ));
+        }
+        report_runs(&present, output)?;
     }
     Ok(())
 }
@@ -746,7 +1136,10 @@ fn report(outcome: &TestOutcome) {
     println!("summary:  {}", paths.summary.display());
     println!("detail:   {}", paths.detail.display());
     println!("accuracy: {}", paths.accuracy.display());
-    for path in [&paths.trace, &paths.breakdown].into_iter().flatten() {
+    for path in [&paths.trace, &paths.breakdown, &paths.timeline]
+        .into_iter()
+        .flatten()
+    {
         println!("also:     {}", path.display());
     }
 }
@@ -775,7 +1168,13 @@ fn score_accuracy(log_path: &Path, dir: &Path, truth: &GroundTruth) -> Result<()
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let result = match cli.command {
+        None => run(cli.run),
+        Some(Command::Calibrate(args)) => calibrate(*args),
+        Some(Command::Report(args)) => report_runs(&args.runs, &args.output),
+        Some(Command::Runs(args)) => list_runs(&args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -788,9 +1187,10 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn cli(args: &[&str]) -> Cli {
+    fn cli(args: &[&str]) -> RunArgs {
         Cli::try_parse_from(std::iter::once("loadgen-client").chain(args.iter().copied()))
             .expect("valid arguments")
+            .run
     }
 
     #[test]

@@ -7,10 +7,12 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// Runs the client in `cwd`, recording its runs in a results store there.
 fn run(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_loadgen-client"))
         .args(args)
         .current_dir(cwd)
+        .env("LOADGEN_RESULTS_DB", cwd.join("results.sqlite"))
         .output()
         .expect("the binary runs")
 }
@@ -456,8 +458,88 @@ fn help_lists_the_options_users_know() {
         "--token",
         "LOADGEN_TOKEN",
         "mobilenet_coral",
+        "--results-db",
+        "calibrate",
+        "report",
+        "runs",
     ] {
         assert!(help.contains(option), "--help lacks {option}");
+    }
+    let help = text(&run(&["calibrate", "--help"], dir.path()));
+    for option in [
+        "--all-scenarios",
+        "--write",
+        "--probe-time",
+        "--margin",
+        "--scenario",
+    ] {
+        assert!(help.contains(option), "calibrate --help lacks {option}");
+    }
+}
+
+#[test]
+fn every_run_is_recorded_and_runs_lists_filters_and_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    null_run(dir.path(), &["--scenario", "Offline"]);
+    null_run(dir.path(), &["--time", "0.2"]);
+    let out = run(&["runs"], dir.path());
+    assert_exit(&out, 0, "2 run(s) in ");
+    let listing = text(&out);
+    let out_dir = dir.path().join("out");
+    for needle in [
+        "Offline",
+        "SingleStream",
+        "PerformanceOnly",
+        "digits-cnn",
+        out_dir.to_str().unwrap(),
+    ] {
+        assert!(listing.contains(needle), "{needle} in\n{listing}");
+    }
+    assert_exit(
+        &run(&["runs", "--scenario", "Offline"], dir.path()),
+        0,
+        "1 run(s) in ",
+    );
+    let page = dir.path().join("report.html");
+    let out = run(
+        &["runs", "--last", "1", "--report", page.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_exit(&out, 0, "(1 run)");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("SingleStream"),
+        "{html}"
+    );
+    let off = Command::new(env!("CARGO_BIN_EXE_loadgen-client"))
+        .args(["runs", "--results-db", "off"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_exit(&off, 2, "the results store is off");
+}
+
+#[test]
+fn calibrate_and_report_refuse_bad_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["calibrate", "--margin", "1.5"],
+            "--margin must be a fraction",
+        ),
+        (
+            &["calibrate", "--probe-time", "0"],
+            "--probe-time must be a positive",
+        ),
+        (&["calibrate", "--accuracy"], "drop --mode and --accuracy"),
+        (&["report"], "RUN_DIR"),
+        (
+            &["--scenario", "Server", "calibrate"],
+            "cannot be used with",
+        ),
+    ];
+    for (args, needle) in cases {
+        assert_exit(&run(args, dir.path()), 2, needle);
     }
 }
 

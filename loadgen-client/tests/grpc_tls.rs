@@ -312,6 +312,7 @@ fn run_cli(args: &[&str], cwd: &Path, token: Option<&str>) -> Output {
     command
         .args(args)
         .current_dir(cwd)
+        .env("LOADGEN_RESULTS_DB", "off")
         .env_remove("LOADGEN_TOKEN");
     if let Some(token) = token {
         command.env("LOADGEN_TOKEN", token);
@@ -459,6 +460,7 @@ fn tls_options_are_checked_before_anything_runs() {
     let run = Command::new(env!("CARGO_BIN_EXE_loadgen-client"))
         .args(&args)
         .current_dir(dir.path())
+        .env("LOADGEN_RESULTS_DB", "off")
         .env("SSL_CERT_FILE", dir.path().join("no-such-bundle.pem"))
         .env("SSL_CERT_DIR", dir.path().join("no-such-dir"))
         .output()
