@@ -774,6 +774,12 @@ impl RunArgs {
             dataset: qsl.name(),
             endpoints: self.endpoints.clone(),
             served,
+            // Read once more (it was read for the settings), for `package`'s measurements folder.
+            user_conf: self
+                .user_conf
+                .as_ref()
+                .and_then(|path| std::fs::read_to_string(path).ok())
+                .unwrap_or_default(),
         }
     }
 

@@ -25,6 +25,8 @@ pub struct RunInfo {
     pub dataset: String,
     pub endpoints: Vec<String>,
     pub served: ServedModel,
+    /// The text of the run's `--user-conf` (empty without one).
+    pub user_conf: String,
 }
 
 impl RunInfo {
