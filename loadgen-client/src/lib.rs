@@ -5,6 +5,7 @@ pub mod accuracy;
 pub mod calibrate;
 pub mod dataset;
 pub mod grpc_sut;
+pub mod package;
 pub mod postprocess;
 pub mod profile;
 pub mod progress;

@@ -52,6 +52,7 @@ use loadgen_client::dataset::imagenet::ImagenetSource;
 use loadgen_client::dataset::synthetic::SyntheticSource;
 use loadgen_client::dataset::{Cache, DatasetQsl, GroundTruth, SampleSource};
 use loadgen_client::grpc_sut::{self, GrpcSut, GrpcSutConfig, RetryStats, ServedModel};
+use loadgen_client::package::{self, Submission};
 use loadgen_client::profile::{self, Profile};
 use loadgen_client::progress::ProgressSut;
 use loadgen_client::report::{self as run_report, RunRecord};
@@ -115,6 +116,39 @@ enum Command {
     Report(ReportArgs),
     /// Lists the runs in the results store, filtered; --report draws them.
     Runs(RunsArgs),
+    /// Lays out runs (a VALID performance run and a scored accuracy run per scenario) as an
+    /// MLPerf Inference submission for the open division (the v6.1 tree of the official
+    /// submission checker), with the accuracy logs truncated as truncate_accuracy_log.py does
+    /// and the system description captured from this machine and the server.
+    Package(PackageArgs),
+}
+
+/// `loadgen-client package`.
+#[derive(Debug, Args)]
+struct PackageArgs {
+    /// Output folders of the runs.
+    #[arg(value_name = "RUN_DIR", required = true)]
+    runs: Vec<PathBuf>,
+    /// The submitting organisation (a folder name of the tree).
+    #[arg(long)]
+    submitter: String,
+    /// The system's name (its description file and results folder).
+    #[arg(long)]
+    system: String,
+    /// The system's availability: available, preview or rdi.
+    #[arg(long, default_value = "available", value_parser = ["available", "preview", "rdi"])]
+    status: String,
+    /// A JSON object of system description fields, over the captured ones (memory
+    /// configuration, storage, cooling, the server box when it is remote, ...).
+    #[arg(long, value_name = "FILE")]
+    system_json: Option<PathBuf>,
+    /// A JSON object of measurements.json fields, over the defaults (weight_data_types,
+    /// weight_transformations, starting_weights_filename, ...).
+    #[arg(long, value_name = "FILE")]
+    measurements_json: Option<PathBuf>,
+    /// The folder to write the tree into (new or empty).
+    #[arg(long, short = 'o', value_name = "DIR", default_value = "submission")]
+    out: PathBuf,
 }
 
 /// Where the results store is.
@@ -394,6 +428,8 @@ enum CliError {
     Report(#[from] loadgen_client::report::ReportError),
     #[error(transparent)]
     Store(#[from] loadgen_client::store::StoreError),
+    #[error(transparent)]
+    Package(#[from] loadgen_client::package::PackageError),
     #[error("cannot write {path}: {error}")]
     Write {
         path: PathBuf,
@@ -780,6 +816,7 @@ impl RunArgs {
                 .as_ref()
                 .and_then(|path| std::fs::read_to_string(path).ok())
                 .unwrap_or_default(),
+            command: std::env::args().collect(),
         }
     }
 
@@ -1110,6 +1147,38 @@ fn list_runs(args: &RunsArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `loadgen-client package`.
+fn package_runs(args: &PackageArgs) -> Result<(), CliError> {
+    let runs = args
+        .runs
+        .iter()
+        .map(|dir| RunRecord::read(&std::path::absolute(dir).unwrap_or_else(|_| dir.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let fields = |path: &Option<PathBuf>| {
+        path.as_deref()
+            .map(package::read_fields)
+            .transpose()
+            .map(Option::unwrap_or_default)
+    };
+    let submission = Submission {
+        submitter: args.submitter.clone(),
+        system: args.system.clone(),
+        status: args.status.clone(),
+        system_fields: fields(&args.system_json)?,
+        measurement_fields: fields(&args.measurements_json)?,
+    };
+    let written = package::package(&runs, &submission, &args.out)?;
+    for dir in &written {
+        println!("wrote {}", dir.display());
+    }
+    println!(
+        "submission tree in {} ({} division); check it with the official submission checker",
+        args.out.display(),
+        package::DIVISION
+    );
+    Ok(())
+}
+
 /// Makes the first SIGINT/SIGTERM set `stop` (the run winds down and writes its logs) and a
 /// second one end the process.
 fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<(), CliError> {
@@ -1179,6 +1248,7 @@ fn main() -> ExitCode {
         Some(Command::Calibrate(args)) => calibrate(*args),
         Some(Command::Report(args)) => report_runs(&args.runs, &args.output),
         Some(Command::Runs(args)) => list_runs(&args),
+        Some(Command::Package(args)) => package_runs(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,8 @@ pub struct RunInfo {
     pub served: ServedModel,
     /// The text of the run's `--user-conf` (empty without one).
     pub user_conf: String,
+    /// The command line that ran it.
+    pub command: Vec<String>,
 }
 
 impl RunInfo {

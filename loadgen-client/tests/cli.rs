@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use sha2::Digest;
 
 /// Runs the client in `cwd`, recording its runs in a results store there.
 fn run(args: &[&str], cwd: &Path) -> Output {
@@ -727,4 +728,139 @@ fn coco_accuracy_run_reports_map() {
     // The null SUT answers 4 bytes per image: no detections, so nothing is found.
     let accuracy = std::fs::read_to_string(dir.path().join("out/accuracy.txt")).unwrap();
     assert!(accuracy.starts_with("mAP=0.000%\nhash="), "{accuracy}");
+}
+
+/// The system description fields the v6.1 submission checker requires to be non-empty.
+const NON_EMPTY_SYSTEM_FIELDS: [&str; 26] = [
+    "division",
+    "submitter",
+    "system_type",
+    "status",
+    "system_name",
+    "number_of_nodes",
+    "host_processor_model_name",
+    "host_processors_per_node",
+    "host_processor_core_count",
+    "host_memory_capacity",
+    "host_memory_configuration",
+    "host_storage_capacity",
+    "host_storage_type",
+    "host_networking",
+    "host_network_card_count",
+    "host_networking_topology",
+    "accelerators_per_node",
+    "accelerator_model_name",
+    "accelerator_memory_capacity",
+    "accelerator_host_interconnect",
+    "accelerator_memory_configuration",
+    "accelerator_interconnect",
+    "cooling",
+    "framework",
+    "operating_system",
+    "other_software_stack",
+];
+
+#[test]
+fn package_lays_out_a_submission_and_refuses_what_would_not_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = digits_dataset(dir.path(), &[0, 1, 2, 3, 4]);
+    let conf_text = "*.SingleStream.target_latency = 0.002\n*.*.min_duration = 300\n\
+                     *.*.min_query_count = 100\n";
+    let conf = write_user_conf(dir.path(), conf_text);
+    let client = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "--endpoint",
+            "null",
+            "--profile",
+            "digits-cnn",
+            "--dataset-path",
+            data.to_str().unwrap(),
+            "--output-dir",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let done = run(&args, dir.path());
+        assert!(done.status.success(), "{extra:?}: {}", text(&done));
+        out
+    };
+    let perf = client("perf", &["--user-conf", &conf]);
+    let acc = client("acc", &["--user-conf", &conf, "--accuracy"]);
+    // mlperf.conf's 10 ms expected latency: the schedule runs out, INVALID.
+    let invalid = client("invalid", &["--time", "0.5"]);
+    let package = |runs: &[&Path], out: &str| {
+        let out = dir.path().join(out);
+        let mut args = vec!["package", "--submitter", "Org", "--system", "box"];
+        args.extend(runs.iter().map(|p| p.to_str().unwrap()));
+        args.extend(["--out", out.to_str().unwrap()]);
+        (run(&args, dir.path()), out)
+    };
+
+    let (done, out) = package(&[&perf, &acc], "sub");
+    assert_exit(&done, 0, "open division");
+    let org = out.join("open/Org");
+    let system: Value =
+        serde_json::from_str(&std::fs::read_to_string(org.join("systems/box.json")).unwrap())
+            .unwrap();
+    for field in NON_EMPTY_SYSTEM_FIELDS {
+        let value = &system[field];
+        assert!(
+            !value.is_null() && value.as_str() != Some(""),
+            "{field}: {value}"
+        );
+    }
+    assert_eq!(system["system_type"], "edge");
+    assert_eq!(system["division"], "open");
+    assert!(org.join("src/README.md").is_file());
+    let scenario = org.join("results/box/resnet50/SingleStream");
+    for file in [
+        "performance/run_1/mlperf_log_detail.txt",
+        "performance/run_1/mlperf_log_summary.txt",
+        "accuracy/mlperf_log_detail.txt",
+        "accuracy/mlperf_log_summary.txt",
+        "accuracy/mlperf_log_accuracy.json",
+    ] {
+        assert!(scenario.join(file).is_file(), "{file}");
+    }
+    let original = std::fs::read(acc.join("mlperf_log_accuracy.json")).unwrap();
+    let hash = format!("{:x}", sha2::Sha256::digest(&original));
+    let accuracy = std::fs::read_to_string(scenario.join("accuracy/accuracy.txt")).unwrap();
+    assert!(accuracy.starts_with("accuracy="), "{accuracy}");
+    assert!(
+        accuracy.lines().any(|l| l == format!("hash={hash}")),
+        "{accuracy}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(scenario.join("user.conf")).unwrap(),
+        conf_text
+    );
+    let measurements: Value =
+        serde_json::from_str(&std::fs::read_to_string(scenario.join("measurements.json")).unwrap())
+            .unwrap();
+    for field in [
+        "input_data_types",
+        "retraining",
+        "starting_weights_filename",
+        "weight_data_types",
+        "weight_transformations",
+    ] {
+        assert!(
+            measurements[field].as_str().is_some_and(|v| !v.is_empty()),
+            "{field}"
+        );
+    }
+    let readme = std::fs::read_to_string(scenario.join("README.md")).unwrap();
+    assert!(
+        readme.contains("--endpoint null") && readme.contains("--accuracy"),
+        "{readme}"
+    );
+
+    let (done, _) = package(&[&perf, &acc], "sub");
+    assert_exit(&done, 1, "exists");
+    let (done, _) = package(&[&perf], "no-accuracy");
+    assert_exit(&done, 1, "a performance run but no accuracy run");
+    let (done, _) = package(&[&invalid, &acc], "invalid");
+    assert_exit(&done, 1, "is not VALID");
+    let (done, _) = package(&[&perf, &perf, &acc], "twice");
+    assert_exit(&done, 1, "two performance runs");
 }
