@@ -816,7 +816,7 @@ impl RunArgs {
                 .as_ref()
                 .and_then(|path| std::fs::read_to_string(path).ok())
                 .unwrap_or_default(),
-            command: std::env::args().collect(),
+            command: redacted(std::env::args()),
         }
     }
 
@@ -1147,6 +1147,23 @@ fn list_runs(args: &RunsArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The command line with the value of `--token` replaced, for logs.
+fn redacted(args: impl Iterator<Item = String>) -> Vec<String> {
+    let mut hide_next = false;
+    args.map(|arg| {
+        if std::mem::take(&mut hide_next) {
+            return "<redacted>".to_string();
+        }
+        if arg == "--token" {
+            hide_next = true;
+        } else if arg.starts_with("--token=") {
+            return "--token=<redacted>".to_string();
+        }
+        arg
+    })
+    .collect()
+}
+
 /// `loadgen-client package`.
 fn package_runs(args: &PackageArgs) -> Result<(), CliError> {
     let runs = args
@@ -1355,6 +1372,23 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("--dataset-path is required"), "{err}");
+    }
+
+    #[test]
+    fn the_token_never_reaches_the_logged_command_line() {
+        let args = ["x", "--token", "s3cret", "--token=s3cret", "--model", "m"];
+        let logged = redacted(args.iter().map(|a| a.to_string()));
+        assert_eq!(
+            logged,
+            [
+                "x",
+                "--token",
+                "<redacted>",
+                "--token=<redacted>",
+                "--model",
+                "m"
+            ]
+        );
     }
 
     #[test]
