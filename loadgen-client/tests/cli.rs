@@ -82,8 +82,14 @@ fn read_detail(path: &Path) -> (HashMap<String, Entry>, Vec<String>) {
 /// Runs the null SUT on a 5-image digits data set in `dir` with `args` added, expects success
 /// and returns the detail log.
 fn null_run(dir: &Path, args: &[&str]) -> (HashMap<String, Entry>, Vec<String>) {
+    let out_dir = null_run_into(dir, "out", args);
+    read_detail(&out_dir.join("mlperf_log_detail.txt"))
+}
+
+/// As [`null_run`], into `dir/<name>`; returns that folder.
+fn null_run_into(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     let data = digits_dataset(dir, &[0, 1, 2, 3, 4]);
-    let out_dir = dir.join("out");
+    let out_dir = dir.join(name);
     let _ = std::fs::remove_dir_all(&out_dir);
     let mut all = vec![
         "--endpoint",
@@ -98,7 +104,7 @@ fn null_run(dir: &Path, args: &[&str]) -> (HashMap<String, Entry>, Vec<String>) 
     all.extend_from_slice(args);
     let out = run(&all, dir);
     assert!(out.status.success(), "{args:?}: {}", text(&out));
-    read_detail(&out_dir.join("mlperf_log_detail.txt"))
+    out_dir
 }
 
 /// Asserts `key = expected` for each pair.
@@ -763,27 +769,10 @@ const NON_EMPTY_SYSTEM_FIELDS: [&str; 26] = [
 #[test]
 fn package_lays_out_a_submission_and_refuses_what_would_not_pass() {
     let dir = tempfile::tempdir().unwrap();
-    let data = digits_dataset(dir.path(), &[0, 1, 2, 3, 4]);
     let conf_text = "*.SingleStream.target_latency = 0.002\n*.*.min_duration = 300\n\
                      *.*.min_query_count = 100\n";
     let conf = write_user_conf(dir.path(), conf_text);
-    let client = |name: &str, extra: &[&str]| {
-        let out = dir.path().join(name);
-        let mut args = vec![
-            "--endpoint",
-            "null",
-            "--profile",
-            "digits-cnn",
-            "--dataset-path",
-            data.to_str().unwrap(),
-            "--output-dir",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let done = run(&args, dir.path());
-        assert!(done.status.success(), "{extra:?}: {}", text(&done));
-        out
-    };
+    let client = |name: &str, extra: &[&str]| null_run_into(dir.path(), name, extra);
     let perf = client("perf", &["--user-conf", &conf]);
     let acc = client("acc", &["--user-conf", &conf, "--accuracy"]);
     // mlperf.conf's 10 ms expected latency: the schedule runs out, INVALID.
