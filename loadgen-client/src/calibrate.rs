@@ -109,14 +109,13 @@ pub enum CalibrationError<E: std::error::Error + 'static> {
 /// Runs one performance pass of the LoadGen with the given settings.
 pub trait ProbeRunner {
     type Error: std::error::Error + 'static;
-    /// Runs `settings` (one scenario, PerformanceOnly), logging under a folder named `label`.
-    fn run(&mut self, settings: &TestSettings, label: &str) -> Result<Probe, Self::Error>;
-}
-
-/// A probe's label and its performance summary.
-pub struct Probe {
-    pub label: String,
-    pub summary: Option<PerformanceSummary>,
+    /// Runs `settings` (one scenario, PerformanceOnly), logging under a folder named `label`;
+    /// returns the performance summary, if the run produced one.
+    fn run(
+        &mut self,
+        settings: &TestSettings,
+        label: &str,
+    ) -> Result<Option<PerformanceSummary>, Self::Error>;
 }
 
 /// Probes run by this crate's LoadGen on a SUT per scenario, logging to `dir/<label>/`.
@@ -169,7 +168,11 @@ where
 {
     type Error = E;
 
-    fn run(&mut self, settings: &TestSettings, label: &str) -> Result<Probe, E> {
+    fn run(
+        &mut self,
+        settings: &TestSettings,
+        label: &str,
+    ) -> Result<Option<PerformanceSummary>, E> {
         let sut = self.sut(settings.scenario)?;
         let log = LogSettings {
             outdir: self.dir.join(label),
@@ -184,10 +187,7 @@ where
         if self.stop.load(Ordering::SeqCst) {
             return Err(LoadgenError::Interrupted.into());
         }
-        Ok(Probe {
-            label: label.to_string(),
-            summary: outcome.performance,
-        })
+        Ok(outcome.performance)
     }
 }
 
@@ -252,11 +252,11 @@ impl<R: ProbeRunner> Calibrator<R> {
             self.probes,
             settings.scenario.as_str()
         );
-        let probe = self
+        let summary = self
             .runner
             .run(settings, &label)
             .map_err(CalibrationError::Probe)?;
-        match probe.summary {
+        match summary {
             Some(summary) => Ok((label, summary)),
             None => Err(CalibrationError::NoResult {
                 scenario: settings.scenario.as_str(),

@@ -844,6 +844,45 @@ fn package_lays_out_a_submission_and_refuses_what_would_not_pass() {
         "{readme}"
     );
 
+    // The submitter's fields replace the captured ones.
+    let system_json = dir.path().join("box.json");
+    std::fs::write(&system_json, r#"{"cooling": "passive heat sink"}"#).unwrap();
+    let measurements_json = dir.path().join("m.json");
+    std::fs::write(&measurements_json, r#"{"weight_data_types": "fp32"}"#).unwrap();
+    let given = dir.path().join("given");
+    let done = run(
+        &[
+            "package",
+            "--submitter",
+            "Org",
+            "--system",
+            "box",
+            perf.to_str().unwrap(),
+            acc.to_str().unwrap(),
+            "--system-json",
+            system_json.to_str().unwrap(),
+            "--measurements-json",
+            measurements_json.to_str().unwrap(),
+            "--out",
+            given.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_exit(&done, 0, "open division");
+    let read = |path: PathBuf| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let given_org = given.join("open/Org");
+    assert_eq!(
+        read(given_org.join("systems/box.json"))["cooling"],
+        "passive heat sink"
+    );
+    assert_eq!(
+        read(given_org.join("results/box/resnet50/SingleStream/measurements.json"))
+            ["weight_data_types"],
+        "fp32"
+    );
+
     let (done, _) = package(&[&perf, &acc], "sub");
     assert_exit(&done, 1, "exists");
     let (done, _) = package(&[&perf], "no-accuracy");

@@ -71,6 +71,36 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// Writes a server certificate for `names` signed by `authority` and its key into `dir`, and
+/// the CA of client certificates when given; returns the server options that use them.
+fn tls_options(
+    dir: &Path,
+    authority: &Authority,
+    names: &[&str],
+    client_ca: Option<&Authority>,
+) -> Vec<String> {
+    let (cert, key) = authority.leaf(names, true);
+    let path = |name: &str, text: &str| write(dir, name, text).display().to_string();
+    let mut options = vec![
+        "--tls-cert".to_string(),
+        path("server.pem", &cert),
+        "--tls-key".to_string(),
+        path("server.key", &key),
+    ];
+    if let Some(ca) = client_ca {
+        options.extend([
+            "--tls-client-ca".to_string(),
+            path("client-ca.pem", &ca.pem),
+        ]);
+    }
+    options
+}
+
+/// `options` as the `&str`s `Server::start` takes.
+fn strs(options: &[String]) -> Vec<&str> {
+    options.iter().map(String::as_str).collect()
+}
+
 fn repo() -> Repo {
     Repo::new().model("affine", "affine.onnx", "max_batch_size = 8\n")
 }
@@ -122,21 +152,11 @@ fn curl(url: &str, options: &[&str]) -> (String, String) {
 async fn tls_on_every_listener_with_the_certificate_reloaded() {
     let dir = tempfile::tempdir().expect("temp dir");
     let first = Authority::new("first CA");
-    let (cert, key) = first.leaf(&["localhost", "127.0.0.1"], true);
-    let cert_path = write(dir.path(), "server.pem", &cert);
-    let key_path = write(dir.path(), "server.key", &key);
+    let tls = tls_options(dir.path(), &first, &["localhost", "127.0.0.1"], None);
+    let (cert_path, key_path) = (dir.path().join("server.pem"), dir.path().join("server.key"));
     let first_ca = write(dir.path(), "first-ca.pem", &first.pem);
     let repo = repo();
-    let server = Server::start(
-        repo.path(),
-        &[
-            "--tls-cert",
-            cert_path.to_str().unwrap(),
-            "--tls-key",
-            key_path.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let server = Server::start(repo.path(), &strs(&tls)).await;
 
     let mut client = tls_client(&server, &first.pem, None)
         .await
@@ -206,22 +226,9 @@ async fn client_certificates_are_required_with_a_client_ca() {
     let servers = Authority::new("server CA");
     let clients = Authority::new("client CA");
     let strangers = Authority::new("someone else");
-    let (cert, key) = servers.leaf(&["localhost"], true);
+    let tls = tls_options(dir.path(), &servers, &["localhost"], Some(&clients));
     let repo = repo();
-    let server = Server::start(
-        repo.path(),
-        &[
-            "--tls-cert",
-            write(dir.path(), "s.pem", &cert).to_str().unwrap(),
-            "--tls-key",
-            write(dir.path(), "s.key", &key).to_str().unwrap(),
-            "--tls-client-ca",
-            write(dir.path(), "clients.pem", &clients.pem)
-                .to_str()
-                .unwrap(),
-        ],
-    )
-    .await;
+    let server = Server::start(repo.path(), &strs(&tls)).await;
     let live = |client: Result<GrpcInferenceServiceClient<Channel>, _>| async move {
         match client {
             Ok(mut c) => c.server_live(ServerLiveRequest {}).await.is_ok(),
@@ -283,27 +290,24 @@ async fn client_certificates_are_required_with_a_client_ca() {
 async fn the_watchdog_reaches_its_own_tls_listener_that_wants_certificates_and_tokens() {
     let dir = tempfile::tempdir().expect("temp dir");
     let authority = Authority::new("box CA");
-    let (cert, key) = authority.leaf(&["edge-box.example"], true);
+    let mut options = tls_options(
+        dir.path(),
+        &authority,
+        &["edge-box.example"],
+        Some(&authority),
+    );
+    let tokens = write(dir.path(), "tokens", "watchdog-test-token-0123\n");
+    options.extend([
+        "--auth-token-file".to_string(),
+        tokens.display().to_string(),
+    ]);
     let socket_path = dir.path().join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("notify socket");
     let socket_text = socket_path.display().to_string();
     let repo = repo();
     let _server = Server::start_with(
         repo.path(),
-        &[
-            "--tls-cert",
-            write(dir.path(), "s.pem", &cert).to_str().unwrap(),
-            "--tls-key",
-            write(dir.path(), "s.key", &key).to_str().unwrap(),
-            "--tls-client-ca",
-            write(dir.path(), "ca.pem", &authority.pem)
-                .to_str()
-                .unwrap(),
-            "--auth-token-file",
-            write(dir.path(), "tokens", "watchdog-test-token-0123\n")
-                .to_str()
-                .unwrap(),
-        ],
+        &strs(&options),
         &[
             ("NOTIFY_SOCKET", socket_text.as_str()),
             ("WATCHDOG_USEC", "400000"),
@@ -462,20 +466,9 @@ fn model_control_on_a_reachable_address_needs_credentials() {
 async fn a_client_stuck_before_its_tls_handshake_does_not_hold_up_a_stop() {
     let dir = tempfile::tempdir().expect("temp dir");
     let authority = Authority::new("test CA");
-    let (cert, key) = authority.leaf(&["localhost", "127.0.0.1"], true);
-    let cert_path = write(dir.path(), "server.pem", &cert);
-    let key_path = write(dir.path(), "server.key", &key);
+    let tls = tls_options(dir.path(), &authority, &["localhost", "127.0.0.1"], None);
     let repo = repo();
-    let mut server = Server::start(
-        repo.path(),
-        &[
-            "--tls-cert",
-            cert_path.to_str().unwrap(),
-            "--tls-key",
-            key_path.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let mut server = Server::start(repo.path(), &strs(&tls)).await;
     // Connected, but it never sends its ClientHello (the handshake timeout is 10 s).
     let _silent = tokio::net::TcpStream::connect(server.grpc_addr)
         .await
@@ -501,7 +494,7 @@ async fn model_control_on_a_reachable_address_takes_client_certificates_as_crede
     let dir = tempfile::tempdir().expect("temp dir");
     let servers = Authority::new("server CA");
     let clients = Authority::new("client CA");
-    let (cert, key) = servers.leaf(&["localhost"], true);
+    let tls = tls_options(dir.path(), &servers, &["localhost"], Some(&clients));
     let repo = repo();
     let (grpc_addr, metrics_addr) = (service_support::free_addr(), service_support::free_addr());
     let reachable = format!("0.0.0.0:{}", service_support::free_addr().port());
@@ -515,17 +508,10 @@ async fn model_control_on_a_reachable_address_takes_client_certificates_as_crede
         "--http-addr",
         &reachable,
         "--allow-model-control",
-        "--tls-cert",
-        write(dir.path(), "s.pem", &cert).to_str().unwrap(),
-        "--tls-key",
-        write(dir.path(), "s.key", &key).to_str().unwrap(),
-        "--tls-client-ca",
-        write(dir.path(), "clients.pem", &clients.pem)
-            .to_str()
-            .unwrap(),
     ]
     .iter()
     .map(|a| a.to_string())
+    .chain(tls)
     .collect();
     // Starts: every call but the health checks needs a certificate the client CA signed.
     let server = Server::launch(&args, &[], grpc_addr, metrics_addr).await;

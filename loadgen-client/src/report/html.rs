@@ -67,6 +67,11 @@ pub fn render(runs: &[RunRecord], generated: &str) -> Result<String, ReportError
     Ok(page)
 }
 
+/// The scenarios of `runs`, each once, in order of name.
+fn scenarios(runs: &[RunRecord]) -> std::collections::BTreeSet<String> {
+    runs.iter().map(RunRecord::scenario).collect()
+}
+
 /// The runs' objectives and whether each is on its scenario's frontier.
 fn frontier_by_scenario(runs: &[RunRecord]) -> Vec<Option<(Objectives, bool)>> {
     let objectives: Vec<Option<Objectives>> = runs
@@ -84,9 +89,7 @@ fn frontier_by_scenario(runs: &[RunRecord]) -> Vec<Option<(Objectives, bool)>> {
         })
         .collect();
     let mut result = vec![None; runs.len()];
-    let mut scenarios: Vec<String> = runs.iter().map(RunRecord::scenario).collect();
-    scenarios.dedup();
-    for scenario in scenarios {
+    for scenario in scenarios(runs) {
         let members: Vec<usize> = (0..runs.len())
             .filter(|&i| runs[i].scenario() == scenario && objectives[i].is_some())
             .collect();
@@ -143,10 +146,7 @@ fn comparison(runs: &[RunRecord]) -> Result<String, ReportError> {
         );
     }
     html += "</table>\n<div class=\"charts\">";
-    let mut scenarios: Vec<String> = runs.iter().map(RunRecord::scenario).collect();
-    scenarios.sort();
-    scenarios.dedup();
-    for scenario in scenarios {
+    for scenario in scenarios(runs) {
         let members: Vec<(usize, Objectives, bool)> = fronts
             .iter()
             .enumerate()
