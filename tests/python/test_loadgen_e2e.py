@@ -170,10 +170,11 @@ def test_a_first_run_after_calibrate_is_valid(loadgen_client, grpc_url, client, 
     wide because client and server share this machine's two cores, and the server is a debug
     build."""
     base = tmp_path / "base.conf"
-    # Short runs; Server's longer, so that early stopping can absorb a stall of this shared
-    # machine (a 3 s run fails it with 3 queries over the bound).
+    # Short runs. Server's is longer and its bound 100 ms, so that early stopping survives the
+    # stalls of this shared machine, where client and a debug server share two cores (with
+    # 15 ms, one run in several missed it).
     base.write_text("# short runs\n*.*.min_duration = 3000\n*.*.min_query_count = 100\n"
-                    "*.Server.min_duration = 8000\n")
+                    "*.Server.min_duration = 8000\n*.Server.target_latency = 100\n")
     user_conf = tmp_path / "user.conf"
     cmd = [str(loadgen_client), "calibrate", "--all-scenarios", "--probe-time", "2", "--margin", "0.3",
            "--profile", "digits-cnn", "--dataset", "imagenet", "--dataset-path", str(DIGITS_DATA),
@@ -190,7 +191,7 @@ def test_a_first_run_after_calibrate_is_valid(loadgen_client, grpc_url, client, 
         assert m, f"no {scenario} {key} in\n{text}"
         values[scenario] = float(m.group(1))
         assert f"calibrating {scenario}" in proc.stdout, output(proc)
-    assert re.search(r"^# calibrate: .*Target QPS = the highest that met the 15(\.0+)? ms bound", text, re.M), text
+    assert re.search(r"^# calibrate: .*Target QPS = the highest that met the 100(\.0+)? ms bound", text, re.M), text
     assert values["Server"] > 0 and values["Offline"] > values["Server"] * 0.9, values
     probes = sorted(p.name for p in (tmp_path / "out" / "calibration").iterdir())
     assert any("Server" in p for p in probes) and any("Offline" in p for p in probes), probes
