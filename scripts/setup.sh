@@ -80,4 +80,7 @@ command -v clang >/dev/null || apt_install clang "the tflite crate's bindgen run
 compgen -G '/usr/lib/llvm-*/lib/libclang.so' >/dev/null \
     || apt_install libclang-dev "the tflite crate's bindgen loads libclang"
 bash scripts/make_tflite_fixtures.sh
+# The official LoadGen 6.0.17 as a shared library (`loadgen-client --loadgen official`), from the
+# PyPI sdist's C++ sources, into target/official-loadgen/.
+bash scripts/build_official_loadgen.sh
 bash scripts/setup_models.sh

@@ -3,8 +3,10 @@
 
 pub mod accuracy;
 pub mod calibrate;
+pub mod client_log;
 pub mod dataset;
 pub mod grpc_sut;
+pub mod official;
 pub mod package;
 pub mod postprocess;
 pub mod profile;

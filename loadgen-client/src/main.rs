@@ -37,7 +37,7 @@ use loadgen::diagnostics::Diagnostic;
 use loadgen::null_sut::NullSut;
 use loadgen::observer::Observers;
 use loadgen::observer::RunObserver;
-use loadgen::runner::{self, RunOptions, TestOutcome};
+use loadgen::runner::{self, LogPaths, RunOptions, TestOutcome};
 use loadgen::schedule;
 use loadgen::settings::EffectiveSettings;
 use loadgen::settings::{LogSettings, TestMode, TestScenario, TestSettings};
@@ -47,11 +47,13 @@ use loadgen_client::accuracy::{self, AccuracyLog};
 use loadgen_client::calibrate::{
     merge_user_conf, CalibrationError, CalibrationPlan, Calibrator, LoadgenProbes,
 };
+use loadgen_client::client_log::{self, ClientLog};
 use loadgen_client::dataset::coco::CocoSource;
 use loadgen_client::dataset::imagenet::ImagenetSource;
 use loadgen_client::dataset::synthetic::SyntheticSource;
 use loadgen_client::dataset::{Cache, DatasetQsl, GroundTruth, SampleSource};
 use loadgen_client::grpc_sut::{self, GrpcSut, GrpcSutConfig, RetryStats, ServedModel};
+use loadgen_client::official::{self, OfficialError, OfficialLoadgen, OfficialRun, OfficialTest};
 use loadgen_client::package::{self, Submission};
 use loadgen_client::profile::{self, Profile};
 use loadgen_client::progress::ProgressSut;
@@ -70,6 +72,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Seed of the synthetic dataset, fixed so runs are comparable.
 const SYNTHETIC_SEED: u64 = 0x6d6c_7065_7266;
+
+/// Which LoadGen runs the test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LoadgenKind {
+    /// This crate's LoadGen: the 6.0.17 behaviour, plus the breakdown and timeline files.
+    Builtin,
+    /// The official C++ LoadGen 6.0.17 (--official-library), as MLPerf submissions require.
+    Official,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum DatasetKind {
@@ -234,6 +245,16 @@ struct CalibrateArgs {
 /// The options of a run (and of calibration, which runs probes).
 #[derive(Debug, Clone, Args)]
 struct RunArgs {
+    /// The LoadGen that runs the test: the built-in one, or the official C++ LoadGen 6.0.17
+    /// (built by scripts/build_official_loadgen.sh), which MLPerf submissions require. Both
+    /// read the same conf files and drive the same server, dataset and accuracy scoring.
+    #[arg(long, value_enum, default_value_t = LoadgenKind::Builtin)]
+    loadgen: LoadgenKind,
+    /// The official LoadGen library for --loadgen official [default:
+    /// target/official-loadgen/libmlperf_loadgen_official.so of the build this program is in,
+    /// else the library beside the program].
+    #[arg(long, value_name = "FILE", env = official::LIBRARY_ENV)]
+    official_library: Option<PathBuf>,
     /// MLPerf scenario.
     #[arg(
         long,
@@ -418,6 +439,8 @@ enum CliError {
     Sut(#[from] loadgen_client::grpc_sut::GrpcSutError),
     #[error(transparent)]
     Run(#[from] runner::LoadgenError),
+    #[error(transparent)]
+    Official(#[from] OfficialError),
     #[error("cannot install the SIGINT/SIGTERM handler: {0}")]
     Signals(std::io::Error),
     #[error("accuracy: {0}")]
@@ -488,6 +511,12 @@ impl RunArgs {
             && self.scenario != TestScenario::Server
         {
             return usage("--mode FindPeakPerformance needs --scenario Server");
+        }
+        if self.loadgen == LoadgenKind::Official && self.mlperf_conf.is_some() {
+            return usage(
+                "--mlperf-conf cannot be used with --loadgen official: the official LoadGen \
+                 applies the mlperf.conf compiled into it (put your settings in --user-conf)",
+            );
         }
         if self.connections == 0 {
             return usage("--connections must be at least 1");
@@ -847,6 +876,19 @@ impl RunArgs {
 
 fn run(mut cli: RunArgs) -> Result<(), CliError> {
     cli.validate()?;
+    let official = match cli.loadgen {
+        LoadgenKind::Builtin => None,
+        LoadgenKind::Official => {
+            let library = OfficialLoadgen::locate(cli.official_library.as_deref())?;
+            let official = OfficialLoadgen::load(&library)?;
+            println!(
+                "LoadGen: the official LoadGen {} ({})",
+                official.version(),
+                official.path().display()
+            );
+            Some(official)
+        }
+    };
     let security = cli.security()?;
     cli.profile = cli.served_profile(&security)?;
     let cli = &cli;
@@ -855,11 +897,6 @@ fn run(mut cli: RunArgs) -> Result<(), CliError> {
         .as_deref()
         .unwrap_or(cli.profile.mlperf_model);
     let (settings, pre_test_diagnostics) = cli.settings(mlperf_model)?;
-    let log_settings = LogSettings {
-        outdir: cli.output_dir.clone(),
-        enable_trace: cli.trace,
-        ..LogSettings::default()
-    };
     let qsl = cli.qsl()?;
     println!(
         "dataset: {}; {} samples, {} for performance runs; MLPerf model {mlperf_model}",
@@ -888,29 +925,35 @@ fn run(mut cli: RunArgs) -> Result<(), CliError> {
     let options = RunOptions {
         pre_test_diagnostics,
         writer: format!("loadgen-client {}", env!("CARGO_PKG_VERSION")),
-        observer: (!observers.is_empty())
-            .then(|| Arc::new(Observers(observers)) as Arc<dyn RunObserver>),
+        observer: Some(Arc::new(Observers(observers))),
         ..RunOptions::default()
     };
     stop_on_signals(&options.stop)?;
-    let outcome = runner::start_test(
-        Arc::clone(&progress) as Arc<dyn Sut>,
-        Arc::new(qsl),
-        &settings,
-        &log_settings,
-        &options,
-    );
-    // The runner has dropped its handle by now, so the progress line can be finished.
+    let sut = Arc::clone(&progress) as Arc<dyn Sut>;
+    let finished = match &official {
+        None => {
+            let log_settings = LogSettings {
+                outdir: cli.output_dir.clone(),
+                enable_trace: cli.trace,
+                ..LogSettings::default()
+            };
+            runner::start_test(sut, Arc::new(qsl), &settings, &log_settings, &options)
+                .map(|outcome| Finished::Builtin(Box::new(outcome)))
+                .map_err(CliError::from)
+        }
+        Some(official) => run_official(official, cli, mlperf_model, sut, Arc::new(qsl), &options),
+    };
+    // The LoadGen has dropped its handle by now, so the progress line can be finished.
     if let Ok(progress) = Arc::try_unwrap(progress) {
         println!("client view: {}", progress.finish());
     }
-    let outcome = outcome?;
-    report(&outcome);
+    let finished = finished?;
+    finished.report();
     let scored = if matches!(
         settings.mode,
         TestMode::AccuracyOnly | TestMode::SubmissionRun
     ) {
-        score_accuracy(&outcome.paths.accuracy, &cli.output_dir, &truth)
+        score_accuracy(&finished.paths().accuracy, &cli.output_dir, &truth)
     } else {
         Ok(())
     };
@@ -919,11 +962,12 @@ fn run(mut cli: RunArgs) -> Result<(), CliError> {
     if options.stop.load(Ordering::SeqCst) {
         return Err(runner::LoadgenError::Interrupted.into());
     }
-    if outcome.failed_samples > 0 {
+    let (failed, first) = finished.failures();
+    if failed > 0 {
         return Err(CliError::FailedSamples {
-            failed: outcome.failed_samples,
-            first: outcome.first_failure.clone(),
-            detail: outcome.paths.detail.clone(),
+            failed,
+            first,
+            detail: finished.paths().detail,
         });
     }
     match monitor.map(|m| m.verdict()) {
@@ -931,7 +975,7 @@ fn run(mut cli: RunArgs) -> Result<(), CliError> {
             let events: Vec<String> = events.iter().map(ToString::to_string).collect();
             return Err(CliError::DeviceTrouble {
                 events: events.join("; "),
-                summary: outcome.paths.summary.clone(),
+                summary: finished.paths().summary,
             });
         }
         Some(Verdict::Unchecked(why)) => eprintln!(
@@ -943,12 +987,159 @@ fn run(mut cli: RunArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A test that ran to the end, by either LoadGen.
+enum Finished {
+    Builtin(Box<TestOutcome>),
+    /// The official LoadGen's run, its output folder and the client's summary sections.
+    Official {
+        run: OfficialRun,
+        dir: PathBuf,
+        client_summary: Option<String>,
+    },
+}
+
+impl Finished {
+    /// Where the log files are.
+    fn paths(&self) -> LogPaths {
+        match self {
+            Finished::Builtin(outcome) => outcome.paths.clone(),
+            Finished::Official { dir, .. } => LogPaths {
+                summary: dir.join("mlperf_log_summary.txt"),
+                detail: dir.join("mlperf_log_detail.txt"),
+                accuracy: dir.join("mlperf_log_accuracy.json"),
+                // The official LoadGen creates the file, empty, even when tracing is off.
+                trace: Some(dir.join("mlperf_log_trace.json"))
+                    .filter(|p| p.metadata().is_ok_and(|m| m.len() > 0)),
+                breakdown: None,
+                timeline: None,
+            },
+        }
+    }
+
+    /// Samples that failed, and the first failure.
+    fn failures(&self) -> (u64, Option<String>) {
+        match self {
+            Finished::Builtin(o) => (o.failed_samples, o.first_failure.clone()),
+            Finished::Official { run, .. } => (run.failed_samples, run.first_failure.clone()),
+        }
+    }
+
+    /// Prints the summary, the headline metric and where the files are.
+    fn report(&self) {
+        let paths = self.paths();
+        match self {
+            Finished::Builtin(outcome) => {
+                print!("{}", outcome.summary_text);
+                if let Some(text) = &outcome.breakdown_text {
+                    print!("\n{text}");
+                }
+                if let (Some(metric), Some(valid)) = (outcome.metric(), outcome.valid()) {
+                    let verdict = if valid { "VALID" } else { "INVALID" };
+                    println!(
+                        "\n{} = {} {} ({verdict})",
+                        metric.key, metric.value, metric.unit
+                    );
+                }
+            }
+            Finished::Official {
+                dir,
+                client_summary,
+                ..
+            } => {
+                print!(
+                    "{}",
+                    std::fs::read_to_string(&paths.summary).unwrap_or_default()
+                );
+                if let Some(section) = client_summary {
+                    print!("\n{section}");
+                }
+                if let Ok(run) = RunRecord::read(dir) {
+                    if let (Some((key, value, unit)), Some(validity)) =
+                        (run.metric(), run.validity())
+                    {
+                        println!("\n{key} = {value} {unit} ({validity})");
+                    }
+                }
+                println!("client:   {}", dir.join(client_log::FILE).display());
+            }
+        }
+        println!("summary:  {}", paths.summary.display());
+        println!("detail:   {}", paths.detail.display());
+        println!("accuracy: {}", paths.accuracy.display());
+        for path in [&paths.trace, &paths.breakdown, &paths.timeline]
+            .into_iter()
+            .flatten()
+        {
+            println!("also:     {}", path.display());
+        }
+    }
+}
+
+/// Runs the test with the official LoadGen; the client's observations go to its own log
+/// beside the official files (client_log.rs).
+fn run_official(
+    official: &OfficialLoadgen,
+    cli: &RunArgs,
+    mlperf_model: &str,
+    sut: Arc<dyn Sut>,
+    qsl: Arc<dyn Qsl>,
+    options: &RunOptions,
+) -> Result<Finished, CliError> {
+    let dir = cli.output_dir.clone();
+    let write_error = |error| CliError::Write {
+        path: dir.join(client_log::FILE),
+        error,
+    };
+    std::fs::create_dir_all(&dir).map_err(write_error)?;
+    let mut log = ClientLog::create(&dir).map_err(write_error)?;
+    let observer = options.observer.as_ref();
+    if let Some(o) = observer {
+        log.observations(&o.started()).map_err(write_error)?;
+    }
+    log.flush().map_err(write_error)?;
+    let test = OfficialTest {
+        scenario: cli.scenario,
+        model: mlperf_model.to_string(),
+        user_conf: cli.user_conf.clone(),
+        audit_config: options.audit_config.clone(),
+        outdir: dir.clone(),
+        enable_trace: cli.trace,
+        overrides: cli.settings_sources(mlperf_model).overrides,
+    };
+    let run = official.start_test(sut, qsl, &test, options.stop.clone());
+    if let Some(o) = observer {
+        log.observations(&o.finished()).map_err(write_error)?;
+    }
+    match &run {
+        Err(e) => log.error(&e.to_string()),
+        Ok(r) if r.failed_samples > 0 => log.error(&format!(
+            "{} sample(s) failed (first: {})",
+            r.failed_samples,
+            r.first_failure.as_deref().unwrap_or_default()
+        )),
+        Ok(_) => Ok(()),
+    }
+    .and_then(|()| log.flush())
+    .map_err(write_error)?;
+    Ok(Finished::Official {
+        run: run?,
+        dir,
+        client_summary: observer.and_then(|o| o.summary()),
+    })
+}
+
 impl CalibrateArgs {
     fn validate(&self) -> Result<(), CliError> {
         self.run.validate()?;
         let usage = |m: &str| Err(CliError::Usage(m.to_string()));
         if self.run.mode().is_some() {
             return usage("calibrate runs performance probes: drop --mode and --accuracy");
+        }
+        if self.run.loadgen == LoadgenKind::Official {
+            return usage(
+                "calibrate probes with the built-in LoadGen (drop --loadgen official); the \
+                 user.conf it writes is read the same way by both",
+            );
         }
         if !(self.probe_time > 0.0 && self.probe_time.is_finite()) {
             return usage("--probe-time must be a positive number of seconds");
@@ -1209,31 +1400,6 @@ fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<(), CliError> {
         .map_err(CliError::Signals)?;
     }
     Ok(())
-}
-
-/// Prints the summary, the headline metric and where the files are.
-fn report(outcome: &TestOutcome) {
-    print!("{}", outcome.summary_text);
-    if let Some(text) = &outcome.breakdown_text {
-        print!("\n{text}");
-    }
-    if let (Some(metric), Some(valid)) = (outcome.metric(), outcome.valid()) {
-        let verdict = if valid { "VALID" } else { "INVALID" };
-        println!(
-            "\n{} = {} {} ({verdict})",
-            metric.key, metric.value, metric.unit
-        );
-    }
-    let paths = &outcome.paths;
-    println!("summary:  {}", paths.summary.display());
-    println!("detail:   {}", paths.detail.display());
-    println!("accuracy: {}", paths.accuracy.display());
-    for path in [&paths.trace, &paths.breakdown, &paths.timeline]
-        .into_iter()
-        .flatten()
-    {
-        println!("also:     {}", path.display());
-    }
 }
 
 /// Scores the accuracy log and writes accuracy.txt beside it; data without labels leaves the log

@@ -892,3 +892,53 @@ fn package_lays_out_a_submission_and_refuses_what_would_not_pass() {
     let (done, _) = package(&[&perf, &perf, &acc], "twice");
     assert_exit(&done, 1, "two performance runs");
 }
+
+#[test]
+fn official_loadgen_errors_say_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let null = [
+        "--loadgen",
+        "official",
+        "--endpoint",
+        "null",
+        "--dataset",
+        "synthetic",
+        "--profile",
+        "digits-cnn",
+    ];
+    let missing = dir.path().join("missing.so");
+    let missing = missing.to_str().unwrap();
+    let out = run(
+        &[&null[..], &["--official-library", missing]].concat(),
+        dir.path(),
+    );
+    assert_exit(&out, 1, "scripts/build_official_loadgen.sh");
+    assert!(text(&out).contains(missing), "{}", text(&out));
+
+    let not_a_library = dir.path().join("libmlperf_loadgen_official.so");
+    std::fs::write(&not_a_library, "not an ELF file").unwrap();
+    let out = run(
+        &[
+            &null[..],
+            &["--official-library", not_a_library.to_str().unwrap()],
+        ]
+        .concat(),
+        dir.path(),
+    );
+    assert_exit(&out, 1, "cannot load the official LoadGen library");
+
+    let rules = write_user_conf(dir.path(), "*.*.min_duration = 100\n");
+    let out = run(
+        &[&null[..], &["--mlperf-conf", &rules]].concat(),
+        dir.path(),
+    );
+    assert_exit(
+        &out,
+        2,
+        "--mlperf-conf cannot be used with --loadgen official",
+    );
+
+    let out = run(&[&["calibrate"], &null[..]].concat(), dir.path());
+    assert_exit(&out, 2, "calibrate probes with the built-in LoadGen");
+    assert!(!dir.path().join("output").exists(), "nothing ran");
+}

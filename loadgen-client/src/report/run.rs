@@ -9,6 +9,7 @@ use loadgen::timeline::Timeline;
 use serde_json::Value;
 
 use super::ReportError;
+use crate::client_log;
 use crate::run_info::{self, RunInfo};
 
 /// The detail log's file name.
@@ -61,43 +62,17 @@ const CONSTRAINTS: [(&str, &str); 4] = [
 impl RunRecord {
     /// Reads the run in `dir` (a folder with mlperf_log_detail.txt).
     pub fn read(dir: &Path) -> Result<Self, ReportError> {
+        let mut lines = MllogLines::default();
+        lines.read(&dir.join(DETAIL), true)?;
+        // The client's own lines of a run the official LoadGen logged (client_log.rs).
+        lines.read(&dir.join(client_log::FILE), false)?;
+        let MllogLines {
+            values,
+            errors,
+            warnings,
+            telemetry,
+        } = lines;
         let detail_path = dir.join(DETAIL);
-        let text = std::fs::read_to_string(&detail_path).map_err(|source| ReportError::Read {
-            path: detail_path.clone(),
-            source,
-        })?;
-        let mut values = BTreeMap::new();
-        let mut errors = Vec::new();
-        let mut warnings = Vec::new();
-        let mut telemetry = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let Some(json) = line.strip_prefix(":::MLLOG ") else {
-                continue;
-            };
-            let entry: Value = serde_json::from_str(json).map_err(|e| ReportError::Parse {
-                path: detail_path.clone(),
-                line: n + 1,
-                problem: e.to_string(),
-            })?;
-            let (Some(key), Some(value)) = (entry["key"].as_str(), entry.get("value")) else {
-                continue;
-            };
-            let text = || match value {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            if entry["metadata"]["is_error"] == Value::Bool(true) {
-                errors.push(format!("{key}: {}", text()));
-            } else if entry["metadata"]["is_warning"] == Value::Bool(true) {
-                warnings.push(format!("{key}: {}", text()));
-            }
-            if key == "telemetry_end" {
-                telemetry.push(value.clone());
-            }
-            values
-                .entry(key.to_string())
-                .or_insert_with(|| value.clone());
-        }
         if values.is_empty() {
             return Err(ReportError::Parse {
                 path: detail_path,
@@ -180,6 +155,13 @@ impl RunRecord {
         format!("{who} · {}", self.scenario())
     }
 
+    /// The headline metric the submission checker reads, with its key and unit.
+    pub fn metric(&self) -> Option<(&'static str, f64, &'static str)> {
+        let scenario: loadgen::TestScenario = self.scenario().parse().ok()?;
+        let (key, unit) = loadgen::runner::metric_key(scenario);
+        Some((key, self.number(key)?, unit))
+    }
+
     /// Samples per second, as the scenario measures it.
     pub fn throughput(&self) -> Option<f64> {
         match self.scenario().as_str() {
@@ -229,6 +211,61 @@ impl RunRecord {
                 i.served.device.clone(),
             )
         })
+    }
+}
+
+/// The `:::MLLOG` lines of one or more detail-format logs: the first value of each key, and the
+/// error, warning and telemetry lines.
+#[derive(Default)]
+struct MllogLines {
+    values: BTreeMap<String, Value>,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+    telemetry: Vec<Value>,
+}
+
+impl MllogLines {
+    /// Adds the lines of `path`; a missing file is an error only when `required`.
+    fn read(&mut self, path: &Path, required: bool) -> Result<(), ReportError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(ReportError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        for (n, line) in text.lines().enumerate() {
+            let Some(json) = line.strip_prefix(":::MLLOG ") else {
+                continue;
+            };
+            let entry: Value = serde_json::from_str(json).map_err(|e| ReportError::Parse {
+                path: path.to_path_buf(),
+                line: n + 1,
+                problem: e.to_string(),
+            })?;
+            let (Some(key), Some(value)) = (entry["key"].as_str(), entry.get("value")) else {
+                continue;
+            };
+            let text = || match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if entry["metadata"]["is_error"] == Value::Bool(true) {
+                self.errors.push(format!("{key}: {}", text()));
+            } else if entry["metadata"]["is_warning"] == Value::Bool(true) {
+                self.warnings.push(format!("{key}: {}", text()));
+            }
+            if key == "telemetry_end" {
+                self.telemetry.push(value.clone());
+            }
+            self.values
+                .entry(key.to_string())
+                .or_insert_with(|| value.clone());
+        }
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::diagnostics::{Diagnostic, Severity, Site};
 use crate::logs::format::fmt_g;
 use crate::logs::version;
+use crate::observer::Observation;
 
 /// A logged value, formatted like the original's `ArgValueTransform`.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +169,24 @@ impl DetailLog {
         value: impl Into<Value>,
     ) -> io::Result<()> {
         self.write(at, site, key, &value.into(), Severity::Warning)
+    }
+
+    /// Logs an observer's lines, as warnings where they say so.
+    pub fn observations(
+        &mut self,
+        at: Instant,
+        site: Site,
+        lines: &[Observation],
+    ) -> io::Result<()> {
+        for line in lines {
+            let value = Value::Json(line.json.clone());
+            if line.warning {
+                self.warning(at, site, &line.key, value)?;
+            } else {
+                self.log(at, site, &line.key, value)?;
+            }
+        }
+        Ok(())
     }
 
     /// Logs a pending diagnostic with its own time and severity.

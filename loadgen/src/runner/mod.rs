@@ -13,11 +13,11 @@ use crate::breakdown::{self, BreakdownSample};
 use crate::config::{ConfType, ConfigSession};
 use crate::diagnostics::{Diagnostic, Site};
 use crate::logs::accuracy::AccuracyLog;
-use crate::logs::detail::{DetailLog, Value};
+use crate::logs::detail::DetailLog;
 use crate::logs::format::fmt_g;
 use crate::logs::trace::TraceLog;
 use crate::logs::{report, summary};
-use crate::observer::{Observation, RunObserver};
+use crate::observer::RunObserver;
 use crate::results::PerformanceSummary;
 use crate::schedule::{self, LoadableSet, PassKind, SequenceGen};
 use crate::settings::{EffectiveSettings, LogSettings, TestMode, TestScenario, TestSettings};
@@ -129,28 +129,24 @@ impl TestOutcome {
     /// The headline metric the submission checker reads.
     pub fn metric(&self) -> Option<Metric> {
         let s = self.performance.as_ref()?;
-        Some(match s.settings.scenario {
-            TestScenario::SingleStream => Metric {
-                key: "early_stopping_latency_ss",
-                value: s.early_stopping_latency_ss as f64,
-                unit: "ns",
-            },
-            TestScenario::MultiStream => Metric {
-                key: "early_stopping_latency_ms",
-                value: s.early_stopping_latency_ms as f64,
-                unit: "ns",
-            },
-            TestScenario::Server => Metric {
-                key: "result_completed_samples_per_sec",
-                value: summary::completed_samples_per_sec(s),
-                unit: "samples/s",
-            },
-            TestScenario::Offline => Metric {
-                key: "result_samples_per_second",
-                value: summary::samples_per_second(s),
-                unit: "samples/s",
-            },
-        })
+        let value = match s.settings.scenario {
+            TestScenario::SingleStream => s.early_stopping_latency_ss as f64,
+            TestScenario::MultiStream => s.early_stopping_latency_ms as f64,
+            TestScenario::Server => summary::completed_samples_per_sec(s),
+            TestScenario::Offline => summary::samples_per_second(s),
+        };
+        let (key, unit) = metric_key(s.settings.scenario);
+        Some(Metric { key, value, unit })
+    }
+}
+
+/// The detail-log key and the unit of a scenario's headline metric.
+pub fn metric_key(scenario: TestScenario) -> (&'static str, &'static str) {
+    match scenario {
+        TestScenario::SingleStream => ("early_stopping_latency_ss", "ns"),
+        TestScenario::MultiStream => ("early_stopping_latency_ms", "ns"),
+        TestScenario::Server => ("result_completed_samples_per_sec", "samples/s"),
+        TestScenario::Offline => ("result_samples_per_second", "samples/s"),
     }
 }
 
@@ -240,7 +236,8 @@ pub fn start_test(
     let (warnings, errors) = {
         let mut d = lock(&outputs.detail);
         if let Some(observer) = &options.observer {
-            let _ = log_observations(&mut d, Instant::now(), &observer.finished());
+            let site = Site::new("runner/mod.rs", line!());
+            let _ = d.observations(Instant::now(), site, &observer.finished());
         }
         if let Err(e) = &run {
             let _ = d.error(
@@ -306,20 +303,6 @@ pub fn start_test(
         summary_text,
         breakdown_text,
     })
-}
-
-/// Writes an observer's lines to the detail log.
-fn log_observations(d: &mut DetailLog, at: Instant, lines: &[Observation]) -> std::io::Result<()> {
-    let site = Site::new("runner/mod.rs", line!());
-    for line in lines {
-        let value = Value::Json(line.json.clone());
-        if line.warning {
-            d.warning(at, site, &line.key, value)?;
-        } else {
-            d.log(at, site, &line.key, value)?;
-        }
-    }
-    Ok(())
 }
 
 /// State of one running test.
@@ -444,7 +427,8 @@ impl Test {
         self.log(|d, at| report::log_effective(d, at, &eff))?;
 
         if let Some(observer) = &options.observer {
-            self.log(|d, at| log_observations(d, at, &observer.started()))?;
+            let site = Site::new("runner/mod.rs", line!());
+            self.log(|d, at| d.observations(at, site, &observer.started()))?;
         }
         match eff.mode {
             TestMode::SubmissionRun => {
