@@ -202,6 +202,28 @@ const PROFILES: &[Profile] = &[
         post_process: PostProcess::ClassIndex { offset: -1 },
         performance_sample_count: IMAGENET_PERF_SAMPLES,
     },
+    // ResNet50 quantized by MERA's quantizer for Edgecortix DNA (int8 weights, uint8
+    // activations inside): its ONNX flow keeps the model's float32 NCHW input, so the MLPerf
+    // preprocessing is resnet50-onnxruntime's; the server's config names the outputs
+    // (`[dna] outputs = ["ArgMax:0", "softmax_tensor:0"]`), which the graph does not keep.
+    Profile {
+        name: "resnet50-dna",
+        model: "resnet50-dna",
+        mlperf_model: "resnet50",
+        dataset: "imagenet",
+        input: "input_tensor:0",
+        outputs: &["ArgMax:0"],
+        height: 224,
+        width: 224,
+        color: ColorOrder::Rgb,
+        layout: Layout::Nchw,
+        resize: Resize::ShortSideThenCenterCrop { short_side: 256 },
+        mean: IMAGENET_VGG_MEAN,
+        std: [1.0; 3],
+        input_type: InputType::F32,
+        post_process: PostProcess::ClassIndex { offset: -1 },
+        performance_sample_count: IMAGENET_PERF_SAMPLES,
+    },
     Profile {
         name: "mobilenet-onnxruntime",
         model: "mobilenet",
@@ -370,6 +392,11 @@ mod tests {
         let eff = lookup("efficientnet-lite0-onnxruntime").unwrap();
         assert_eq!((eff.input, eff.outputs), ("input", &["logits"][..]));
         assert_eq!(lookup("digits-cnn").unwrap().sample_shape(), [1, 8, 8]);
+        let dna = lookup("resnet50-dna").unwrap();
+        assert_eq!(
+            (dna.model, dna.sample_shape()),
+            ("resnet50-dna", [3, 224, 224])
+        );
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub struct Cli {
 pub enum Command {
     /// List every backend and device found, with library versions or why each is unavailable.
     Devices,
+    /// Run one DNA model instance's vendor runtime, spoken to over stdin and stdout (the
+    /// server starts these itself; see the dna backend).
+    #[command(hide = true)]
+    DnaWorker,
 }
 
 /// Log line format.

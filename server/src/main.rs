@@ -75,6 +75,10 @@ enum StartupError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::DnaWorker) = cli.command {
+        // Before settings and logging: the worker reads no config and keeps stdout for its pipe.
+        return ExitCode::from(inference_server::backend::dna::serve::run());
+    }
     let needs_repository = cli.command.is_none();
     let settings = match cli.args.resolve(needs_repository) {
         Ok(settings) => settings,
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Some(Command::Devices) => list_devices(&settings),
+        Some(Command::DnaWorker) => unreachable!("handled above"),
         None if cli.args.check_repository.is_some() => check_repository(&settings),
         None => match run_server(settings) {
             Ok(()) => ExitCode::SUCCESS,

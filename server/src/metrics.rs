@@ -28,6 +28,9 @@ pub const BACKEND_ERRORS: &str = "inference_backend_errors_total";
 /// model, backend, device and `model_instance` (its index; not `instance`, which Prometheus
 /// gives the scrape target).
 pub const INSTANCE_UP: &str = "inference_instance_up";
+/// A runtime's own figure for an instance's last run (DNA: `total_sim_cycles`, `sim_time_us`,
+/// `freq_mhz`); by model, backend, device, `model_instance` and `metric`.
+pub const RUNTIME_METRIC: &str = "inference_runtime_metric";
 /// Requests waiting in a model's queue.
 pub const QUEUE_DEPTH: &str = "inference_queue_depth";
 /// Requests a model's queue holds before it rejects more.
@@ -312,6 +315,14 @@ pub const BACKEND_ERROR_KINDS: [&str; 3] = ["invalid_input", "device", "internal
 pub fn set_instance_up(on: RanOn<'_>, instance: usize, up: bool) {
     gauge!(INSTANCE_UP, "model" => on.model.to_string(), "backend" => on.backend.to_string(), "device" => on.device.to_string(), "model_instance" => instance.to_string())
         .set(if up { 1.0 } else { 0.0 });
+}
+
+/// Sets the runtime's own figures of instance `instance`'s last run (see [`RUNTIME_METRIC`]).
+pub fn set_runtime_metrics(on: RanOn<'_>, instance: usize, figures: &[(String, f64)]) {
+    for (name, value) in figures {
+        gauge!(RUNTIME_METRIC, "model" => on.model.to_string(), "backend" => on.backend.to_string(), "device" => on.device.to_string(), "model_instance" => instance.to_string(), "metric" => name.clone())
+            .set(*value);
+    }
 }
 
 /// A new instance: in service, and its device's error counters exported from 0, so that

@@ -1,7 +1,8 @@
 //! Every backend passes the same conformance cases (`tests/conformance/mod.rs`): ONNX Runtime,
 //! OpenVINO and LiteRT with their real libraries (from the repository's `.venv` wheels) on the
 //! CPU, TensorFlow Lite's classic C API with the library scripts/make_tflite_fixtures.sh builds
-//! from TensorFlow Lite 1.15.5, and the fake runtime the repository and service tests use.
+//! from TensorFlow Lite 1.15.5, MERA's Interpreter (the DNA backend, with the deployments
+//! scripts/setup_dna.sh compiles), and the fake runtime the repository and service tests use.
 
 mod common;
 mod conformance;
@@ -179,6 +180,55 @@ conformance!(
         warm_up_runs,
         absent_device_is_device_unavailable,
     ]
+);
+
+/// The MERA Interpreter target's deployments of the test models (scripts/setup_dna.sh compiles
+/// them with static shapes: `affine` as [1, 4], `two_io` as [2, 3]).
+fn dna_model(name: &str) -> PathBuf {
+    common::dna_environment()
+        .0
+        .join("interpreter")
+        .join(name)
+        .join("deploy.so")
+}
+
+fn dna_libraries() -> LibraryPaths {
+    common::dna_environment().1
+}
+
+const DNA_INTERPRETER: Subject = Subject {
+    config: "backend = \"dna\"\ndevice = \"cpu\"\n[dna]\ntarget = \"Interpreter\"\n",
+    absent_device: Some("dna:3"),
+    model: dna_model,
+    libraries: dna_libraries,
+};
+
+/// The graph keeps no output names: a config names them (`two_io`'s here).
+const DNA_INTERPRETER_NAMED: Subject = Subject {
+    config: "backend = \"dna\"\ndevice = \"cpu\"\n[dna]\ntarget = \"Interpreter\"\n\
+             outputs = [\"sum\", \"product\"]\n",
+    absent_device: None,
+    model: dna_model,
+    libraries: dna_libraries,
+};
+
+// MERA compiles static shapes: no dynamic-batch cases.
+conformance!(
+    dna_interpreter,
+    DNA_INTERPRETER,
+    [
+        padded_and_split_batches,
+        unbatched,
+        wrong_input_is_invalid_input,
+        warm_up_runs,
+        absent_device_is_device_unavailable,
+    ]
+);
+
+conformance!(
+    dna_interpreter_named,
+    DNA_INTERPRETER_NAMED,
+    [several_inputs_and_outputs]
 );
 
 #[test]

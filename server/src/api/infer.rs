@@ -23,6 +23,8 @@ pub const TIMEOUT_PARAMETER: &str = "timeout";
 pub const QUEUE_TIME_PARAMETER: &str = "queue_time_us";
 /// Response parameter: µs the backend spent on the batch this request ran in.
 pub const COMPUTE_TIME_PARAMETER: &str = "compute_time_us";
+/// Prefix of the runtime's own figures in the response parameters (`runtime_total_sim_cycles`).
+pub const RUNTIME_PARAMETER_PREFIX: &str = "runtime_";
 /// Response parameter: µs from the server receiving the request to sending the answer.
 pub const SERVER_TIME_PARAMETER: &str = "server_time_us";
 /// Response parameter: samples in the batch that was executed (after batching, padding, splitting).
@@ -254,6 +256,8 @@ pub struct ResponseTimings {
     pub server: Duration,
     pub batch_size: usize,
     pub device: String,
+    /// The runtime's own figures (`runtime_<name>` parameters).
+    pub runtime_metrics: Vec<(String, f64)>,
 }
 
 /// Builds the answer: the requested outputs (all of them when none was named) as
@@ -292,7 +296,7 @@ pub fn build_response(
 
 fn timing_parameters(timings: &ResponseTimings) -> HashMap<String, InferParameter> {
     let micros = |d: Duration| int64(i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-    HashMap::from([
+    let mut parameters = HashMap::from([
         (QUEUE_TIME_PARAMETER.to_string(), micros(timings.queue)),
         (COMPUTE_TIME_PARAMETER.to_string(), micros(timings.compute)),
         (
@@ -314,7 +318,16 @@ fn timing_parameters(timings: &ResponseTimings) -> HashMap<String, InferParamete
                 parameter_choice: Some(ParameterChoice::StringParam(timings.device.clone())),
             },
         ),
-    ])
+    ]);
+    for (name, value) in &timings.runtime_metrics {
+        parameters.insert(
+            format!("{RUNTIME_PARAMETER_PREFIX}{name}"),
+            InferParameter {
+                parameter_choice: Some(ParameterChoice::DoubleParam(*value)),
+            },
+        );
+    }
+    parameters
 }
 
 fn int64(value: i64) -> InferParameter {
@@ -904,6 +917,7 @@ mod tests {
             server: Duration::from_micros(40),
             batch_size: 8,
             device: "cpu".into(),
+            runtime_metrics: vec![("total_sim_cycles".into(), 1068.0)],
         };
         let response = build_response(
             "m",
@@ -924,6 +938,10 @@ mod tests {
         assert_eq!(
             response.parameters[COMPUTE_TIME_PARAMETER].parameter_choice,
             Some(ParameterChoice::Int64Param(20))
+        );
+        assert_eq!(
+            response.parameters["runtime_total_sim_cycles"].parameter_choice,
+            Some(ParameterChoice::DoubleParam(1068.0))
         );
     }
 

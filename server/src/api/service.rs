@@ -244,6 +244,7 @@ impl InferenceService {
             server: received.elapsed(),
             batch_size: response.timings.batch_size,
             device: response.timings.device,
+            runtime_metrics: response.timings.runtime_metrics,
         };
         let encode_started = Instant::now();
         let mut answer = infer::build_response(

@@ -26,6 +26,7 @@ macro_rules! bind_functions {
 }
 
 pub mod devices;
+pub mod dna;
 #[cfg(feature = "test-backend")]
 pub mod fake;
 pub mod library;
@@ -202,6 +203,12 @@ pub trait Backend: Send {
     /// later `Ok` puts it back. The default (a device that cannot vanish, like the CPU) is `Ok`.
     fn health(&mut self) -> Result<(), BackendError> {
         Ok(())
+    }
+
+    /// The runtime's own figures for the last run (DNA: simulated cycles, clock), sent as
+    /// response parameters `runtime_<name>` and exported to Prometheus. The default is none.
+    fn runtime_metrics(&self) -> Vec<(String, f64)> {
+        Vec::new()
     }
 }
 

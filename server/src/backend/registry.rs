@@ -9,6 +9,7 @@ pub fn runtimes() -> Vec<&'static dyn Runtime> {
         &super::onnxruntime::OnnxRuntime,
         &super::openvino::OpenVino,
         &super::tflite::Tflite,
+        &super::dna::Dna,
     ];
     #[cfg(feature = "test-backend")]
     all.push(&super::fake::Fake);
@@ -57,7 +58,7 @@ mod tests {
         assert_eq!(find(" ORT ").unwrap().name(), "onnxruntime");
         assert_eq!(find("openvino").unwrap().name(), "openvino");
         let err = find("tensorflow").unwrap_err().to_string();
-        assert!(err.contains("onnxruntime, openvino, tflite"), "{err}");
+        assert!(err.contains("onnxruntime, openvino, tflite, dna"), "{err}");
         assert_eq!(default_runtime().name(), "onnxruntime");
     }
 

@@ -109,7 +109,7 @@ impl InferenceRequest {
 }
 
 /// Where a request's time went on the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RequestTimings {
     /// From arrival until its batch was taken by an instance.
     pub queue: Duration,
@@ -123,6 +123,8 @@ pub struct RequestTimings {
     pub batch_size: usize,
     /// The instance's device label, e.g. `cpu`.
     pub device: String,
+    /// The runtime's own figures for the batch's last run ([`crate::backend::Backend::runtime_metrics`]).
+    pub runtime_metrics: Vec<(String, f64)>,
 }
 
 /// A successful answer.

@@ -43,6 +43,12 @@ pub(super) fn run(shared: Arc<Shared>, index: usize, mut backend: Box<dyn Backen
                 if let Err(failure) = run_batch(&shared, backend.as_mut(), &batch_sizes, entries) {
                     out_of_service(&shared, index, backend.as_mut(), failure);
                 }
+                let on = RanOn {
+                    model: &shared.model,
+                    backend: shared.backend,
+                    device: backend.device(),
+                };
+                metrics::set_runtime_metrics(on, index, &backend.runtime_metrics());
             }
             Next::CheckHealth => {
                 if let Err(failure) = check_health(backend.as_mut()) {
@@ -349,6 +355,7 @@ fn run_batch(
             }
         };
 
+    let runtime_metrics = backend.runtime_metrics();
     let expected_outputs = shared.signature.outputs.len();
     for ((reply, arrived), result) in replies.into_iter().zip(arrivals).zip(results) {
         let result = result.and_then(|outputs| match outputs.len() {
@@ -366,6 +373,7 @@ fn run_batch(
                 scatter,
                 batch_size: executed,
                 device: device.clone(),
+                runtime_metrics: runtime_metrics.clone(),
             },
         });
         // A send fails when the client left while its batch ran: its request's future was

@@ -116,3 +116,32 @@ pub fn load_backend_with(
         libraries,
     })
 }
+
+/// The DNA backend's test set-up, made by scripts/setup_dna.sh: points the backend at this
+/// build's inference-server for its workers, at the private loader and library path the MERA
+/// libraries need here, and returns the compiled deployments' folder and the MERA library.
+pub fn dna_environment() -> (PathBuf, LibraryPaths) {
+    let root = repo_root();
+    let deployments = root.join("target/dna/deployments");
+    let libdir = root.join("target/dna/sysroot/usr/lib/x86_64-linux-gnu");
+    let mera = root.join(".venv-dna/lib/python3.10/site-packages/tvm/libmeratvm.so");
+    assert!(
+        deployments.join("interpreter/affine/deploy.so").is_file() && mera.is_file(),
+        "the DNA test deployments or MERA are missing; run scripts/setup_dna.sh"
+    );
+    static SET: OnceLock<()> = OnceLock::new();
+    SET.get_or_init(|| {
+        use inference_server::backend::dna;
+        let library_path =
+            std::env::join_paths([libdir.clone(), root.join(".venv-dna/lib")]).expect("paths join");
+        std::env::set_var(
+            dna::WORKER_PROGRAM_ENV,
+            env!("CARGO_BIN_EXE_inference-server"),
+        );
+        std::env::set_var(dna::LOADER_ENV, libdir.join("ld-linux-x86-64.so.2"));
+        std::env::set_var(dna::LIBRARY_PATH_ENV, library_path);
+    });
+    let mut libraries = LibraryPaths::default();
+    libraries.insert("mera", mera);
+    (deployments, libraries)
+}
