@@ -167,8 +167,8 @@ def test_a_first_run_after_calibrate_is_valid(loadgen_client, grpc_url, client, 
     """calibrate probes all four scenarios against the live server and writes user.conf; a
     run of each scenario with it is VALID, where SingleStream and Offline with mlperf.conf's
     expected latency and QPS run out of queries (the baffling first-run INVALID). The margin is
-    wide because client and server share this machine's two cores, and the server is a debug
-    build."""
+    wide (0.5) because client and server share this machine's two cores, and the server is a
+    debug build: at 0.3 the Server run missed its bound once, with other work on the machine."""
     base = tmp_path / "base.conf"
     # Short runs. Server's is longer and its bound 100 ms, so that early stopping survives the
     # stalls of this shared machine, where client and a debug server share two cores (with
@@ -176,7 +176,7 @@ def test_a_first_run_after_calibrate_is_valid(loadgen_client, grpc_url, client, 
     base.write_text("# short runs\n*.*.min_duration = 3000\n*.*.min_query_count = 100\n"
                     "*.Server.min_duration = 8000\n*.Server.target_latency = 100\n")
     user_conf = tmp_path / "user.conf"
-    cmd = [str(loadgen_client), "calibrate", "--all-scenarios", "--probe-time", "2", "--margin", "0.3",
+    cmd = [str(loadgen_client), "calibrate", "--all-scenarios", "--probe-time", "2", "--margin", "0.5",
            "--profile", "digits-cnn", "--dataset", "imagenet", "--dataset-path", str(DIGITS_DATA),
            "--endpoint", grpc_url, "--user-conf", str(base), "--write", str(user_conf),
            "--output-dir", str(tmp_path / "out")]
