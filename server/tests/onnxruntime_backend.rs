@@ -177,6 +177,39 @@ fn gpu_devices_fail_clearly_on_a_cpu_only_library() {
 }
 
 #[test]
+fn gpu_options_with_every_option_set_still_fail_clearly_and_misplaced_ones_are_refused() {
+    let runtime = environment::load(None).unwrap();
+    let options = "[onnxruntime]\ngpu_mem_limit_mb = 512\ntensorrt_fp16 = true\n\
+                   tensorrt_workspace_mb = 256\ntensorrt_engine_cache = \"/tmp/trt-cache\"\n";
+    let load = |device: &str| {
+        load_backend(
+            &format!("backend = \"onnxruntime\"\ndevice = \"{device}\"\n{options}"),
+            &model("affine.onnx"),
+            8,
+        )
+    };
+    for (device, option) in [("cpu", "gpu_mem_limit_mb"), ("cuda:0", "tensorrt_fp16")] {
+        match load(device) {
+            Err(BackendError::InvalidModel { reason, .. }) => {
+                assert!(
+                    reason.contains(&format!("onnxruntime.{option} applies to")),
+                    "{reason}"
+                );
+            }
+            Err(other) => panic!("{device}: expected InvalidModel, got {other}"),
+            Ok(_) => panic!("{device}: {option} should be refused"),
+        }
+    }
+    if !runtime.has_provider("TensorrtExecutionProvider") {
+        let err = load("tensorrt:0").err().expect("a CPU-only library");
+        assert!(
+            matches!(err, BackendError::DeviceUnavailable { .. }),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn intra_op_threads_are_shared_among_a_devices_instances() {
     let cores = std::thread::available_parallelism().unwrap().get();
     assert_eq!(
@@ -217,5 +250,63 @@ fn devices_listing_reports_cpu_available_and_accelerators_with_reasons() {
     for r in &reports {
         println!("{r}");
         assert!(!r.status.to_string().is_empty());
+    }
+}
+
+/// Builds tests/fixtures/fake-nvml (NVML's C ABI, two GPUs) into `dir` as libnvidia-ml.so.1.
+fn fake_nvml(dir: &std::path::Path) {
+    let source = common::repo_root().join("tests/fixtures/fake-nvml/fake_nvml.c");
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(dir.join("libnvidia-ml.so.1"))
+        .arg(&source)
+        .status()
+        .expect("cc runs (the C compiler scripts/setup.sh installs)");
+    assert!(status.success(), "cc {}", source.display());
+}
+
+#[test]
+fn devices_listing_names_each_gpu_nvml_reports_and_says_why_without_nvml() {
+    use inference_server::backend::devices::ProbeEnv;
+    use inference_server::backend::onnxruntime::OnnxRuntime;
+    use inference_server::backend::runtime::Runtime;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let env = ProbeEnv {
+        root: tmp.path().to_path_buf(),
+        lib_dirs: vec![lib.clone()],
+    };
+    let probe = || OnnxRuntime.probe(&env, &LibraryPaths::default());
+    let lines: Vec<String> = probe().iter().map(ToString::to_string).collect();
+    let devices: Vec<String> = probe().into_iter().map(|r| r.device).collect();
+    assert_eq!(devices, ["cpu", "cuda:0", "tensorrt:0"], "{lines:?}");
+    assert!(
+        lines[0].contains("providers: ") && lines[0].contains("CPUExecutionProvider"),
+        "{lines:?}"
+    );
+
+    fake_nvml(&lib);
+    let reports = probe();
+    let devices: Vec<&str> = reports.iter().map(|r| r.device.as_str()).collect();
+    assert_eq!(
+        devices,
+        ["cpu", "cuda:0", "tensorrt:0", "cuda:1", "tensorrt:1"]
+    );
+    let runtime = environment::load(None).unwrap();
+    if !runtime.has_provider("CUDAExecutionProvider") {
+        // A CPU-only library: the GPU is named in the reason.
+        let cuda0 = reports[1].status.to_string();
+        assert!(
+            cuda0.contains("NVIDIA H200, 143771 MiB, driver 570.86.15"),
+            "{cuda0}"
+        );
+        assert!(
+            cuda0.contains("built without CUDAExecutionProvider"),
+            "{cuda0}"
+        );
+        let cuda1 = reports[3].status.to_string();
+        assert!(cuda1.contains("NVIDIA L4, 23034 MiB"), "{cuda1}");
     }
 }

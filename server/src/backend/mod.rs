@@ -30,6 +30,7 @@ pub mod dna;
 #[cfg(feature = "test-backend")]
 pub mod fake;
 pub mod library;
+pub mod nvml;
 pub mod onnxruntime;
 pub mod openvino;
 pub mod registry;

@@ -7,6 +7,13 @@
 //! intra_op_threads = 2        # threads inside one operator, per instance [default: cores / instances]
 //! intra_op_spinning = false   # idle operator threads spin-wait [default: false]
 //! cpu_arena = true            # keep freed tensor memory for the next run [default: true]
+//! # On cuda:N and tensorrt:N only:
+//! gpu_mem_limit_mb = 2048     # GPU memory the CUDA provider's arena may take [default: no limit]
+//! allow_cpu_fallback = false  # let nodes the GPU provider cannot take run on the CPU [default: false]
+//! # On tensorrt:N only:
+//! tensorrt_fp16 = true        # build engines in fp16 [default: false]
+//! tensorrt_workspace_mb = 1024  # TensorRT's builder workspace [default: ONNX Runtime's]
+//! tensorrt_engine_cache = "/var/cache/inference-server/trt"  # reuse built engines [default: none]
 //! ```
 //! The library is found by [`environment::load`]: `[onnxruntime] library` in the server config →
 //! `ORT_DYLIB_PATH` → system locations → an installed Python `onnxruntime` wheel.
@@ -96,9 +103,51 @@ pub struct OrtSettings {
     /// back most of a large batch's memory when idle, but runs take up to twice as long (README
     /// "Memory budget").
     pub cpu_arena: Option<bool>,
+    /// GPU memory the CUDA provider's arena may take, MiB (`gpu_mem_limit`).
+    pub gpu_mem_limit_mb: Option<usize>,
+    /// Let nodes the GPU provider cannot take run on the CPU. Off, such a model fails to load
+    /// (ONNX Runtime's `session.disable_cpu_ep_fallback`) instead of running slowly.
+    #[serde(default)]
+    pub allow_cpu_fallback: bool,
+    /// TensorRT builds fp16 engines (`trt_fp16_enable`).
+    #[serde(default)]
+    pub tensorrt_fp16: bool,
+    /// TensorRT's builder workspace, MiB (`trt_max_workspace_size`).
+    pub tensorrt_workspace_mb: Option<usize>,
+    /// A folder TensorRT keeps its built engines in, so a restart does not rebuild them
+    /// (`trt_engine_cache_path`).
+    pub tensorrt_engine_cache: Option<std::path::PathBuf>,
 }
 
 impl OrtSettings {
+    /// The first option set that `device` does not use, with the devices that do.
+    pub fn misplaced_option(&self, device: OrtDevice) -> Option<(&'static str, &'static str)> {
+        let gpu = [
+            ("gpu_mem_limit_mb", self.gpu_mem_limit_mb.is_some()),
+            ("allow_cpu_fallback", self.allow_cpu_fallback),
+        ];
+        let tensorrt = [
+            ("tensorrt_fp16", self.tensorrt_fp16),
+            (
+                "tensorrt_workspace_mb",
+                self.tensorrt_workspace_mb.is_some(),
+            ),
+            (
+                "tensorrt_engine_cache",
+                self.tensorrt_engine_cache.is_some(),
+            ),
+        ];
+        let set =
+            |options: &[(&'static str, bool)]| options.iter().find(|(_, on)| *on).map(|(k, _)| *k);
+        match device {
+            OrtDevice::Cpu => set(&gpu)
+                .map(|k| (k, "cuda:N and tensorrt:N"))
+                .or_else(|| set(&tensorrt).map(|k| (k, "tensorrt:N"))),
+            OrtDevice::Cuda(_) => set(&tensorrt).map(|k| (k, "tensorrt:N")),
+            OrtDevice::TensorRt(_) => None,
+        }
+    }
+
     /// Whether instances keep ONNX Runtime's CPU arena (see [`OrtSettings::cpu_arena`]).
     pub fn uses_cpu_arena(&self) -> bool {
         self.cpu_arena.unwrap_or(true)
@@ -249,5 +298,32 @@ mod tests {
             ..OrtSettings::default()
         };
         assert_eq!(fixed.effective_intra_op_threads(8), 3);
+    }
+
+    #[test]
+    fn gpu_options_belong_to_their_devices() {
+        let settings: OrtSettings = toml::from_str(
+            "gpu_mem_limit_mb = 512\ntensorrt_fp16 = true\ntensorrt_workspace_mb = 256\n\
+             tensorrt_engine_cache = \"/tmp/trt\"\nallow_cpu_fallback = true\n",
+        )
+        .unwrap();
+        assert_eq!(settings.misplaced_option(OrtDevice::TensorRt(0)), None);
+        assert_eq!(
+            settings.misplaced_option(OrtDevice::Cuda(0)),
+            Some(("tensorrt_fp16", "tensorrt:N"))
+        );
+        assert_eq!(
+            settings.misplaced_option(OrtDevice::Cpu),
+            Some(("gpu_mem_limit_mb", "cuda:N and tensorrt:N"))
+        );
+        let cuda_only = OrtSettings {
+            gpu_mem_limit_mb: Some(512),
+            ..OrtSettings::default()
+        };
+        assert_eq!(cuda_only.misplaced_option(OrtDevice::Cuda(1)), None);
+        assert_eq!(
+            OrtSettings::default().misplaced_option(OrtDevice::Cpu),
+            None
+        );
     }
 }

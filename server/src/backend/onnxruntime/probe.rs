@@ -1,44 +1,84 @@
-//! `inference-server devices` lines of the ONNX Runtime backend: the CPU, and the CUDA and
-//! TensorRT providers with the NVIDIA driver they need.
+//! `inference-server devices` lines of the ONNX Runtime backend: the CPU (with every execution
+//! provider the loaded library has), and per NVIDIA GPU the CUDA and TensorRT providers with the
+//! GPU's name and memory and the driver (from NVML).
 
 use super::environment::OrtLibrary;
 use crate::backend::devices::{nvidia_driver, DeviceReport, DeviceStatus, ProbeEnv};
+use crate::backend::nvml::{self, Gpu};
 
 /// What loading ONNX Runtime gave: the library, or why it could not load.
 pub type OrtProbe<'a> = Result<&'a OrtLibrary, String>;
 
-/// The CPU, `cuda:0` and `tensorrt:0` lines.
+/// The CPU line, and `cuda:N` and `tensorrt:N` for each GPU NVML reports (`cuda:0` and
+/// `tensorrt:0` when it reports none, saying why).
 pub fn probe(env: &ProbeEnv, ort: OrtProbe<'_>) -> Vec<DeviceReport> {
-    let nvidia = nvidia_driver(env);
-    let report = |device: &str, status| DeviceReport {
+    let report = |device: String, status| DeviceReport {
         backend: "onnxruntime",
-        device: device.to_string(),
+        device,
         status,
     };
-    vec![
-        report("cpu", ort_cpu_status(&ort)),
-        report(
-            "cuda:0",
-            ort_gpu_status(env, &ort, "CUDAExecutionProvider", &nvidia, None),
+    let mut out = vec![report("cpu".into(), ort_cpu_status(&ort))];
+    let (gpus, nvidia) = match nvml::inventory(env) {
+        Ok(inventory) if !inventory.gpus.is_empty() => {
+            let driver = inventory.driver.clone();
+            let gpus: Vec<(u32, Result<String, String>)> = inventory
+                .gpus
+                .iter()
+                .map(|gpu| (gpu.index, Ok(describe(gpu, &driver))))
+                .collect();
+            (gpus, None)
+        }
+        Ok(inventory) => (
+            vec![(
+                0,
+                Err(format!("NVML (driver {}) sees no GPU", inventory.driver)),
+            )],
+            None,
         ),
-        report(
-            "tensorrt:0",
-            ort_gpu_status(
-                env,
-                &ort,
+        Err(why) => (vec![(0, nvidia_driver(env))], Some(why)),
+    };
+    for (index, gpu) in gpus {
+        let gpu = match (&gpu, &nvidia) {
+            // No NVML: the device node or libcuda is the only evidence; say NVML is missing.
+            (Ok(evidence), Some(why)) => Ok(format!("{evidence}; {why}")),
+            _ => gpu,
+        };
+        for (kind, provider, extra) in [
+            ("cuda", "CUDAExecutionProvider", None),
+            (
+                "tensorrt",
                 "TensorrtExecutionProvider",
-                &nvidia,
                 Some("libnvinfer.so"),
             ),
-        ),
-    ]
+        ] {
+            out.push(report(
+                format!("{kind}:{index}"),
+                ort_gpu_status(env, &ort, provider, &gpu, extra),
+            ));
+        }
+    }
+    out
+}
+
+/// `NVIDIA H200, 143771 MiB, driver 570.86.15`.
+fn describe(gpu: &Gpu, driver: &str) -> String {
+    format!(
+        "{}, {} MiB, driver {driver}",
+        gpu.name,
+        gpu.memory_bytes >> 20
+    )
 }
 
 fn ort_cpu_status(ort: &OrtProbe<'_>) -> DeviceStatus {
     match ort {
         Ok(rt) => DeviceStatus::Available {
             library_version: rt.version.clone(),
-            detail: format!("{} ({})", rt.library.path.display(), rt.library.source),
+            detail: format!(
+                "{} ({}); providers: {}",
+                rt.library.path.display(),
+                rt.library.source,
+                rt.providers.join(", ")
+            ),
         },
         Err(why) => DeviceStatus::Unavailable {
             reason: why.clone(),

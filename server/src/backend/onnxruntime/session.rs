@@ -70,6 +70,11 @@ impl OnnxRuntimeBackend {
             }
         })?;
         let label = device.to_string();
+        if let Some((option, devices)) = settings.misplaced_option(device) {
+            return Err(invalid(format!(
+                "onnxruntime.{option} applies to {devices}, and this instance runs on {label}"
+            )));
+        }
         let runtime = environment::load(request.libraries.get(super::LIBRARY))?;
         let unavailable = |reason: String| BackendError::DeviceUnavailable {
             device: label.clone(),
@@ -103,38 +108,56 @@ impl OnnxRuntimeBackend {
                 ))
             })?;
 
+        let cuda = |id: i32| {
+            let cuda = CUDA::default().with_device_id(id);
+            match settings.gpu_mem_limit_mb {
+                Some(mb) => cuda.with_memory_limit(mb.saturating_mul(1 << 20)),
+                None => cuda,
+            }
+            .build()
+            .error_on_failure()
+        };
         builder = match device {
             OrtDevice::Cpu => builder,
             OrtDevice::Cuda(id) => {
                 require_provider::<CUDA>(&runtime, &unavailable)?;
-                let cuda = CUDA::default()
-                    .with_device_id(gpu_id(id)?)
-                    .build()
-                    .error_on_failure();
                 builder
-                    .with_execution_providers([cuda])
+                    .with_execution_providers([cuda(gpu_id(id)?)])
                     .map_err(|e| unavailable(e.to_string()))?
             }
             OrtDevice::TensorRt(id) => {
                 require_provider::<TensorRT>(&runtime, &unavailable)?;
                 require_provider::<CUDA>(&runtime, &unavailable)?;
                 let id = gpu_id(id)?;
+                let mut tensorrt = TensorRT::default()
+                    .with_device_id(id)
+                    .with_fp16(settings.tensorrt_fp16);
+                if let Some(mb) = settings.tensorrt_workspace_mb {
+                    tensorrt = tensorrt.with_max_workspace_size(mb.saturating_mul(1 << 20));
+                }
+                if let Some(dir) = &settings.tensorrt_engine_cache {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        invalid(format!(
+                            "onnxruntime.tensorrt_engine_cache {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                    tensorrt = tensorrt
+                        .with_engine_cache(true)
+                        .with_engine_cache_path(dir.display());
+                }
                 // CUDA takes the nodes TensorRT cannot run.
-                let eps = [
-                    TensorRT::default()
-                        .with_device_id(id)
-                        .build()
-                        .error_on_failure(),
-                    CUDA::default()
-                        .with_device_id(id)
-                        .build()
-                        .error_on_failure(),
-                ];
+                let eps = [tensorrt.build().error_on_failure(), cuda(id)];
                 builder
                     .with_execution_providers(eps)
                     .map_err(|e| unavailable(e.to_string()))?
             }
         };
+        if device != OrtDevice::Cpu && !settings.allow_cpu_fallback {
+            builder = builder
+                .with_config_entry("session.disable_cpu_ep_fallback", "1")
+                .map_err(setup)?;
+        }
 
         let session = builder
             .commit_from_file(model_path)
