@@ -6,8 +6,10 @@ Run by scripts/setup_dna.sh inside .venv-dna (Python 3.10) under the private loa
 MERA project per deployment into OUT_DIR/projects and copies each built result
 (deploy.so, deploy.json, deploy.params) to OUT_DIR/<name>/:
 
-  interpreter/<model>       the conformance models (affine as [1,4], affine_fixed2 [2,4],
-                            unbatched [3], two_io as [2,3]), fp32, target Interpreter
+  <target>/<model>          the conformance models (affine as [1,4], affine_fixed2 [2,4],
+                            unbatched [3], two_io as [2,3]), fp32, for the Interpreter,
+                            InterpreterHw and Simulator targets (interpreter/, interpreterhw/,
+                            simulator/)
   digits-<target>           digits-cnn quantized by MERA's quantizer (calibrated on the first
                             digits-val images), batch 1, for InterpreterHw and Simulator
   digits-ip                 the same for the DNA IP (Sakura-1); it builds, and runs only on a board
@@ -45,12 +47,16 @@ def deploy(name, model_of, target):
     print(f"compiled {name} ({target})", flush=True)
 
 
-# The conformance models, fp32, batch fixed where the ONNX model has a symbolic one.
-for model, batch in [("affine", 1), ("affine_fixed2", 2), ("unbatched", 1), ("two_io", 2)]:
-    deploy(f"interpreter/{model}",
-           lambda d, m=model, b=batch: mera.ModelLoader(d).from_onnx(
-               str(models / f"{m}.onnx"), batch_num=b),
-           mera.Target.Interpreter)
+# The conformance models, fp32, batch fixed where the ONNX model has a symbolic one, for each
+# software target (fp32 graphs stay on the host: MERA offloads quantized ones to the DNA IP).
+for folder, target in [("interpreter", mera.Target.Interpreter),
+                       ("interpreterhw", mera.Target.InterpreterHw),
+                       ("simulator", mera.Target.Simulator)]:
+    for model, batch in [("affine", 1), ("affine_fixed2", 2), ("unbatched", 1), ("two_io", 2)]:
+        deploy(f"{folder}/{model}",
+               lambda d, m=model, b=batch: mera.ModelLoader(d).from_onnx(
+                   str(models / f"{m}.onnx"), batch_num=b),
+               target)
 
 # digits-cnn, quantized: its input is x = pixel / 255, [1, 1, 8, 8] float32.
 lines = (digits_data / "val_map.txt").read_text().split("\n")

@@ -182,35 +182,32 @@ conformance!(
     ]
 );
 
-/// The MERA Interpreter target's deployments of the test models (scripts/setup_dna.sh compiles
-/// them with static shapes: `affine` as [1, 4], `two_io` as [2, 3]).
-fn dna_model(name: &str) -> PathBuf {
-    common::dna_environment()
-        .0
-        .join("interpreter")
-        .join(name)
-        .join("deploy.so")
+/// A MERA software target's deployments of the test models, compiled by scripts/setup_dna.sh
+/// with static shapes (`affine` as [1, 4], `two_io` as [2, 3]). The graphs are fp32, which MERA
+/// keeps on the host (it offloads quantized graphs: `dna_backend.rs` tests those).
+macro_rules! dna_subjects {
+    ($($folder:literal, $target:literal => $subject:ident, $named:ident);+ $(;)?) => {$(
+        const $subject: Subject = Subject {
+            config: concat!("backend = \"dna\"\ndevice = \"cpu\"\n[dna]\ntarget = \"", $target, "\"\n"),
+            absent_device: Some("dna:3"),
+            model: |name| common::dna_environment().0.join($folder).join(name).join("deploy.so"),
+            libraries: || common::dna_environment().1,
+        };
+        /// The graph keeps no output names: a config names them (`two_io`'s here).
+        const $named: Subject = Subject {
+            config: concat!("backend = \"dna\"\ndevice = \"cpu\"\n[dna]\ntarget = \"", $target,
+                            "\"\noutputs = [\"sum\", \"product\"]\n"),
+            absent_device: None,
+            ..$subject
+        };
+    )+};
 }
 
-fn dna_libraries() -> LibraryPaths {
-    common::dna_environment().1
-}
-
-const DNA_INTERPRETER: Subject = Subject {
-    config: "backend = \"dna\"\ndevice = \"cpu\"\n[dna]\ntarget = \"Interpreter\"\n",
-    absent_device: Some("dna:3"),
-    model: dna_model,
-    libraries: dna_libraries,
-};
-
-/// The graph keeps no output names: a config names them (`two_io`'s here).
-const DNA_INTERPRETER_NAMED: Subject = Subject {
-    config: "backend = \"dna\"\ndevice = \"cpu\"\n[dna]\ntarget = \"Interpreter\"\n\
-             outputs = [\"sum\", \"product\"]\n",
-    absent_device: None,
-    model: dna_model,
-    libraries: dna_libraries,
-};
+dna_subjects!(
+    "interpreter", "Interpreter" => DNA_INTERPRETER, DNA_INTERPRETER_NAMED;
+    "interpreterhw", "InterpreterHw" => DNA_INTERPRETERHW, DNA_INTERPRETERHW_NAMED;
+    "simulator", "Simulator" => DNA_SIMULATOR, DNA_SIMULATOR_NAMED;
+);
 
 // MERA compiles static shapes: no dynamic-batch cases.
 conformance!(
@@ -224,10 +221,41 @@ conformance!(
         absent_device_is_device_unavailable,
     ]
 );
-
 conformance!(
     dna_interpreter_named,
     DNA_INTERPRETER_NAMED,
+    [several_inputs_and_outputs]
+);
+conformance!(
+    dna_interpreterhw,
+    DNA_INTERPRETERHW,
+    [
+        padded_and_split_batches,
+        unbatched,
+        wrong_input_is_invalid_input,
+        warm_up_runs,
+        absent_device_is_device_unavailable,
+    ]
+);
+conformance!(
+    dna_interpreterhw_named,
+    DNA_INTERPRETERHW_NAMED,
+    [several_inputs_and_outputs]
+);
+conformance!(
+    dna_simulator,
+    DNA_SIMULATOR,
+    [
+        padded_and_split_batches,
+        unbatched,
+        wrong_input_is_invalid_input,
+        warm_up_runs,
+        absent_device_is_device_unavailable,
+    ]
+);
+conformance!(
+    dna_simulator_named,
+    DNA_SIMULATOR_NAMED,
     [several_inputs_and_outputs]
 );
 

@@ -38,6 +38,7 @@ def dna_server(inference_server_bin, free_port, tmp_path_factory):
     repo = tmp_path_factory.mktemp("dna-repo")
     shutil.copytree(ROOT / "models" / "repository" / "digits-cnn", repo / "digits-cnn")
     dna_model(repo, "digits-dna", "digits-simulator", "Simulator", "cpu")
+    dna_model(repo, "digits-dna-hw", "digits-interpreterhw", "InterpreterHw", "cpu")
     dna_model(repo, "digits-dna-ip", "digits-ip", "IP", "dna:0", extra="required = false\n")
     env = {
         "MERA_TVM_LIBRARY": str(MERA),
@@ -96,12 +97,13 @@ def test_the_simulator_deployment_serves_the_client_with_the_models_accuracy(
            'model_instance="0",metric="total_sim_cycles"}' in body
 
 
-def test_its_outputs_match_onnx_runtime_within_the_quantization_tolerance(dna_server):
+@pytest.mark.parametrize("model", ["digits-dna", "digits-dna-hw"])
+def test_its_outputs_match_onnx_runtime_within_the_quantization_tolerance(dna_server, model):
     _, url, _, _ = dna_server
     rng = np.random.default_rng(7)
     for _ in range(8):
         x = (rng.integers(0, 17, (1, 1, 8, 8)) / 16.0).astype(np.float32)
-        dna = infer(url, "digits-dna", x).as_numpy("logits")
+        dna = infer(url, model, x).as_numpy("logits")
         onnx = infer(url, "digits-cnn", x).as_numpy("logits")
         assert dna.shape == onnx.shape == (1, 10)
         scale = max(float(np.abs(onnx).max()), 1.0)
@@ -145,26 +147,34 @@ def test_a_killed_worker_is_reported_and_replaced_while_the_others_serve(dna_ser
 
     server, url, _, _ = dna_server
     x = np.full((1, 1, 8, 8), 0.25, np.float32)
-    before = infer(url, "digits-dna", x).as_numpy("logits")
+    dna_models = ["digits-dna", "digits-dna-hw"]
+    before = {m: infer(url, m, x).as_numpy("logits") for m in dna_models}
     workers = dna_workers(server.pid)
-    assert len(workers) == 1, workers
+    assert len(workers) == 2, workers  # one per DNA model instance
     os.kill(workers[0], signal.SIGKILL)
-    with pytest.raises(InferenceServerException) as failed:
-        infer(url, "digits-dna", x)
-    assert "UNAVAILABLE" in str(failed.value.status()), failed.value
-    assert "SIGKILL" in failed.value.message(), failed.value.message()
-    # The other model never noticed; the index says why the DNA one is out.
+    # Exactly one DNA model lost its worker: its request fails with the reason; the other DNA
+    # model and digits-cnn never notice.
+    failed = {}
+    for model in dna_models:
+        try:
+            infer(url, model, x)
+        except InferenceServerException as err:
+            failed[model] = err
+    assert len(failed) == 1, failed
+    (victim, err), = failed.items()
+    assert "UNAVAILABLE" in str(err.status()), err
+    assert "SIGKILL" in err.message(), err.message()
     infer(url, "digits-cnn", x)
-    reason = repository_index(url)["digits-dna"]["reason"]
+    reason = repository_index(url)[victim]["reason"]
     assert "the DNA worker process died" in reason, reason
     deadline = time.monotonic() + 30
     while True:
         try:
-            after = infer(url, "digits-dna", x).as_numpy("logits")
+            after = infer(url, victim, x).as_numpy("logits")
             break
         except InferenceServerException as err:
             assert time.monotonic() < deadline, f"still out after 30 s: {err}"
             time.sleep(0.2)
-    np.testing.assert_array_equal(after, before)
-    assert len(dna_workers(server.pid)) == 1
+    np.testing.assert_array_equal(after, before[victim])
+    assert len(dna_workers(server.pid)) == 2
     assert server.poll() is None, "the server is still running"

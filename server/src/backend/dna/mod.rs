@@ -18,6 +18,7 @@
 //! board = "sakura1"         # sakura1 | xilinx-u50 | intel-ia420 [default: sakura1]
 //! batch = 1                 # the batch it was compiled for [default: its inputs' dimension 0]
 //! outputs = ["logits"]      # the outputs' names, in order [default: output_0, output_1, ...]
+//! library = "/opt/mera/libmeratvm_runtime.so"  # this model's runtime library [default: searched]
 //! loader = "/opt/mera-sysroot/lib/ld-linux-x86-64.so.2"   # start the worker under this loader
 //! library_path = ["/opt/mera-sysroot/lib"]                # searched first by the worker
 //! ```
@@ -137,6 +138,8 @@ pub struct DnaSettings {
     pub batch: Option<usize>,
     #[serde(default)]
     pub outputs: Vec<String>,
+    /// The MERA runtime library for this model, before the server's `[mera] library`.
+    pub library: Option<PathBuf>,
     pub loader: Option<PathBuf>,
     #[serde(default)]
     pub library_path: Vec<PathBuf>,
@@ -350,10 +353,13 @@ impl DnaBackend {
             Target::Ip => MERA_RUNTIME,
             _ => MERA_FULL,
         };
-        let library: FoundLibrary =
-            LibrarySearch::standard(library_kind, request.libraries.get(MERA_LIBRARY))
-                .find()
-                .map_err(|e| BackendError::LibraryUnavailable(e.to_string()))?;
+        let explicit = settings
+            .library
+            .as_deref()
+            .or_else(|| request.libraries.get(MERA_LIBRARY));
+        let library: FoundLibrary = LibrarySearch::standard(library_kind, explicit)
+            .find()
+            .map_err(|e| BackendError::LibraryUnavailable(e.to_string()))?;
         let program = match std::env::var_os(WORKER_PROGRAM_ENV).filter(|p| !p.is_empty()) {
             Some(program) => PathBuf::from(program),
             None => std::env::current_exe().map_err(|e| {
