@@ -183,25 +183,28 @@ const SYMMETRIC: ([f32; 3], [f32; 3]) = ([127.5; 3], [127.5; 3]);
 const IMAGENET_PERF_SAMPLES: usize = 1024;
 const COCO_PERF_SAMPLES: usize = 256;
 
+/// The MLPerf ResNet50 ONNX model on ONNX Runtime (the base of its other backends' profiles).
+const RESNET50_ONNXRUNTIME: Profile = Profile {
+    name: "resnet50-onnxruntime",
+    model: "resnet50",
+    mlperf_model: "resnet50",
+    dataset: "imagenet",
+    input: "input_tensor:0",
+    outputs: &["ArgMax:0"],
+    height: 224,
+    width: 224,
+    color: ColorOrder::Rgb,
+    layout: Layout::Nchw,
+    resize: Resize::ShortSideThenCenterCrop { short_side: 256 },
+    mean: IMAGENET_VGG_MEAN,
+    std: [1.0; 3],
+    input_type: InputType::F32,
+    post_process: PostProcess::ClassIndex { offset: -1 },
+    performance_sample_count: IMAGENET_PERF_SAMPLES,
+};
+
 const PROFILES: &[Profile] = &[
-    Profile {
-        name: "resnet50-onnxruntime",
-        model: "resnet50",
-        mlperf_model: "resnet50",
-        dataset: "imagenet",
-        input: "input_tensor:0",
-        outputs: &["ArgMax:0"],
-        height: 224,
-        width: 224,
-        color: ColorOrder::Rgb,
-        layout: Layout::Nchw,
-        resize: Resize::ShortSideThenCenterCrop { short_side: 256 },
-        mean: IMAGENET_VGG_MEAN,
-        std: [1.0; 3],
-        input_type: InputType::F32,
-        post_process: PostProcess::ClassIndex { offset: -1 },
-        performance_sample_count: IMAGENET_PERF_SAMPLES,
-    },
+    RESNET50_ONNXRUNTIME,
     // ResNet50 quantized by MERA's quantizer for Edgecortix DNA (int8 weights, uint8
     // activations inside): its ONNX flow keeps the model's float32 NCHW input, so the MLPerf
     // preprocessing is resnet50-onnxruntime's; the server's config names the outputs
@@ -209,20 +212,7 @@ const PROFILES: &[Profile] = &[
     Profile {
         name: "resnet50-dna",
         model: "resnet50-dna",
-        mlperf_model: "resnet50",
-        dataset: "imagenet",
-        input: "input_tensor:0",
-        outputs: &["ArgMax:0"],
-        height: 224,
-        width: 224,
-        color: ColorOrder::Rgb,
-        layout: Layout::Nchw,
-        resize: Resize::ShortSideThenCenterCrop { short_side: 256 },
-        mean: IMAGENET_VGG_MEAN,
-        std: [1.0; 3],
-        input_type: InputType::F32,
-        post_process: PostProcess::ClassIndex { offset: -1 },
-        performance_sample_count: IMAGENET_PERF_SAMPLES,
+        ..RESNET50_ONNXRUNTIME
     },
     Profile {
         name: "mobilenet-onnxruntime",

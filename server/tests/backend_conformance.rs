@@ -183,80 +183,48 @@ conformance!(
 );
 
 /// A MERA software target's deployments of the test models, compiled by scripts/setup_dna.sh
-/// with static shapes (`affine` as [1, 4], `two_io` as [2, 3]). The graphs are fp32, which MERA
-/// keeps on the host (it offloads quantized graphs: `dna_backend.rs` tests those).
-macro_rules! dna_subjects {
-    ($($folder:literal, $target:literal => $subject:ident, $named:ident);+ $(;)?) => {$(
-        const $subject: Subject = Subject {
-            config: concat!("backend = \"dna\"\ndevice = \"cpu\"\n[dna]\ntarget = \"", $target, "\"\n"),
-            absent_device: Some("dna:3"),
-            model: |name| common::dna_environment().0.join($folder).join(name).join("deploy.so"),
-            libraries: || common::dna_environment().1,
-        };
-        /// The graph keeps no output names: a config names them (`two_io`'s here).
-        const $named: Subject = Subject {
-            config: concat!("backend = \"dna\"\ndevice = \"cpu\"\n[dna]\ntarget = \"", $target,
-                            "\"\noutputs = [\"sum\", \"product\"]\n"),
-            absent_device: None,
-            ..$subject
-        };
+/// with static shapes (`affine` as [1, 4], `two_io` as [2, 3]), and its conformance modules. The
+/// graphs are fp32, which MERA keeps on the host (it offloads quantized graphs: `dna_backend.rs`
+/// tests those). The graph keeps no output names, so the `two_io` case's config names them. MERA
+/// compiles static shapes: no dynamic-batch cases.
+macro_rules! dna_conformance {
+    ($($folder:literal, $target:literal => $module:ident);+ $(;)?) => {$(
+        mod $module {
+            use super::*;
+
+            const SUBJECT: Subject = Subject {
+                config: concat!("backend = \"dna\"\ndevice = \"cpu\"\n[dna]\ntarget = \"", $target, "\"\n"),
+                absent_device: Some("dna:3"),
+                model: |name| common::dna_environment().0.join($folder).join(name).join("deploy.so"),
+                libraries: || common::dna_environment().1,
+            };
+            const NAMED: Subject = Subject {
+                config: concat!("backend = \"dna\"\ndevice = \"cpu\"\n[dna]\ntarget = \"", $target,
+                                "\"\noutputs = [\"sum\", \"product\"]\n"),
+                absent_device: None,
+                ..SUBJECT
+            };
+
+            conformance!(
+                cases,
+                SUBJECT,
+                [
+                    padded_and_split_batches,
+                    unbatched,
+                    wrong_input_is_invalid_input,
+                    warm_up_runs,
+                    absent_device_is_device_unavailable,
+                ]
+            );
+            conformance!(named_outputs, NAMED, [several_inputs_and_outputs]);
+        }
     )+};
 }
 
-dna_subjects!(
-    "interpreter", "Interpreter" => DNA_INTERPRETER, DNA_INTERPRETER_NAMED;
-    "interpreterhw", "InterpreterHw" => DNA_INTERPRETERHW, DNA_INTERPRETERHW_NAMED;
-    "simulator", "Simulator" => DNA_SIMULATOR, DNA_SIMULATOR_NAMED;
-);
-
-// MERA compiles static shapes: no dynamic-batch cases.
-conformance!(
-    dna_interpreter,
-    DNA_INTERPRETER,
-    [
-        padded_and_split_batches,
-        unbatched,
-        wrong_input_is_invalid_input,
-        warm_up_runs,
-        absent_device_is_device_unavailable,
-    ]
-);
-conformance!(
-    dna_interpreter_named,
-    DNA_INTERPRETER_NAMED,
-    [several_inputs_and_outputs]
-);
-conformance!(
-    dna_interpreterhw,
-    DNA_INTERPRETERHW,
-    [
-        padded_and_split_batches,
-        unbatched,
-        wrong_input_is_invalid_input,
-        warm_up_runs,
-        absent_device_is_device_unavailable,
-    ]
-);
-conformance!(
-    dna_interpreterhw_named,
-    DNA_INTERPRETERHW_NAMED,
-    [several_inputs_and_outputs]
-);
-conformance!(
-    dna_simulator,
-    DNA_SIMULATOR,
-    [
-        padded_and_split_batches,
-        unbatched,
-        wrong_input_is_invalid_input,
-        warm_up_runs,
-        absent_device_is_device_unavailable,
-    ]
-);
-conformance!(
-    dna_simulator_named,
-    DNA_SIMULATOR_NAMED,
-    [several_inputs_and_outputs]
+dna_conformance!(
+    "interpreter", "Interpreter" => dna_interpreter;
+    "interpreterhw", "InterpreterHw" => dna_interpreterhw;
+    "simulator", "Simulator" => dna_simulator;
 );
 
 #[test]
