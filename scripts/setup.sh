@@ -83,7 +83,4 @@ bash scripts/make_tflite_fixtures.sh
 # The official LoadGen 6.0.17 as a shared library (`loadgen-client --loadgen official`), from the
 # PyPI sdist's C++ sources, into target/official-loadgen/.
 bash scripts/build_official_loadgen.sh
-# The Edgecortix DNA backend's tests: MERA 1.6 in .venv-dna (Python 3.10), a private C++ runtime
-# for its libraries, and the test deployments compiled with it (target/dna/).
-bash scripts/setup_dna.sh
 bash scripts/setup_models.sh

@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# The Edgecortix DNA backend's tests only: MERA 1.6 in .venv-dna (Python 3.10), a private C++
+# runtime for its libraries, and the test deployments compiled with it (target/dna/).
+bash scripts/setup_dna.sh
 
 ort_library=$(.venv/bin/python -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))[0])') \
     || { echo "test.sh: cannot find libonnxruntime in .venv's onnxruntime wheel" >&2; exit 1; }
