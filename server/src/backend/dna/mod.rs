@@ -420,7 +420,11 @@ impl DnaBackend {
                     self.worker = Some(worker);
                 }
                 Err(e) => {
-                    self.schedule_restart(e.to_string());
+                    let reason = match e {
+                        BackendError::DeviceUnavailable { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    self.schedule_restart(reason);
                     return Err(self.unavailable(self.last_death.clone()));
                 }
             }
