@@ -5,6 +5,7 @@
 // The settings come from the official parser itself: TestSettings::FromConfig applies the
 // embedded mlperf.conf and then user.conf, and the command line's overrides are assigned after
 // it, as a Python harness does. The SUT and QSL are C callbacks into the client.
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <string>
@@ -22,11 +23,24 @@
 
 extern "C" {
 
+/// One issued sample: mlperf::QuerySample's layout, so a query's samples pass as they are.
+struct LgoSample {
+  uint64_t id;
+  uint64_t index;
+};
+
+/// One completed sample; its data is copied before lgo_complete returns.
+struct LgoResponse {
+  uint64_t id;
+  const uint8_t* data;
+  uint64_t size;
+};
+
 /// The client's side of the SUT and QSL. `context` is passed back unchanged.
 struct LgoCallbacks {
   uintptr_t context;
-  void (*issue_query)(uintptr_t context, const uint64_t* ids,
-                      const uint64_t* indices, size_t count);
+  void (*issue_query)(uintptr_t context, const LgoSample* samples,
+                      size_t count);
   void (*flush_queries)(uintptr_t context);
   void (*load_samples)(uintptr_t context, const uint64_t* indices,
                        size_t count);
@@ -68,10 +82,15 @@ LGO_EXPORT const char* lgo_version(void);
 LGO_EXPORT int32_t lgo_start_test(const LgoTest* test,
                                   const LgoCallbacks* callbacks, char* error,
                                   size_t error_len);
-/// QuerySamplesComplete for `count` responses; the data is copied before it returns.
-LGO_EXPORT void lgo_complete(const uint64_t* ids, const uint8_t* const* data,
-                             const uint64_t* sizes, size_t count);
+/// QuerySamplesComplete for `count` responses.
+LGO_EXPORT void lgo_complete(const LgoResponse* responses, size_t count);
 }
+
+static_assert(sizeof(LgoSample) == sizeof(mlperf::QuerySample) &&
+                  offsetof(mlperf::QuerySample, id) == offsetof(LgoSample, id) &&
+                  offsetof(mlperf::QuerySample, index) ==
+                      offsetof(LgoSample, index),
+              "LgoSample must have mlperf::QuerySample's layout");
 
 namespace {
 
@@ -83,13 +102,8 @@ class CallbackSut : public mlperf::SystemUnderTest {
   const std::string& Name() override { return name_; }
 
   void IssueQuery(const std::vector<mlperf::QuerySample>& samples) override {
-    std::vector<uint64_t> ids(samples.size());
-    std::vector<uint64_t> indices(samples.size());
-    for (size_t i = 0; i < samples.size(); ++i) {
-      ids[i] = static_cast<uint64_t>(samples[i].id);
-      indices[i] = static_cast<uint64_t>(samples[i].index);
-    }
-    callbacks_.issue_query(callbacks_.context, ids.data(), indices.data(),
+    callbacks_.issue_query(callbacks_.context,
+                           reinterpret_cast<const LgoSample*>(samples.data()),
                            samples.size());
   }
 
@@ -214,14 +228,13 @@ int32_t lgo_start_test(const LgoTest* test, const LgoCallbacks* callbacks,
   }
 }
 
-void lgo_complete(const uint64_t* ids, const uint8_t* const* data,
-                  const uint64_t* sizes, size_t count) {
-  std::vector<mlperf::QuerySampleResponse> responses;
-  responses.reserve(count);
+void lgo_complete(const LgoResponse* responses, size_t count) {
+  std::vector<mlperf::QuerySampleResponse> converted;
+  converted.reserve(count);
   for (size_t i = 0; i < count; ++i) {
-    responses.emplace_back(static_cast<mlperf::ResponseId>(ids[i]),
-                           reinterpret_cast<uintptr_t>(data[i]),
-                           static_cast<size_t>(sizes[i]), 0);
+    converted.emplace_back(static_cast<mlperf::ResponseId>(responses[i].id),
+                           reinterpret_cast<uintptr_t>(responses[i].data),
+                           static_cast<size_t>(responses[i].size), 0);
   }
-  mlperf::QuerySamplesComplete(responses.data(), responses.size());
+  mlperf::QuerySamplesComplete(converted.data(), converted.size());
 }

@@ -346,7 +346,6 @@ impl<R: ProbeRunner> Calibrator<R> {
         base: &TestSettings,
     ) -> Result<(f64, Vec<String>), CalibrationError<R::Error>> {
         let mut probe = shortened(base, self.plan.probe_time);
-        probe.scenario = TestScenario::Offline;
         // The first query has a fixed size: min_query_count is Offline's minimum sample count.
         probe.min_query_count = FIRST_OFFLINE_PROBE_SAMPLES;
         probe.offline_expected_qps = 0.0;
@@ -368,8 +367,7 @@ impl<R: ProbeRunner> Calibrator<R> {
             probe.min_query_count = 1;
             probe.offline_expected_qps = throughput;
         }
-        let throughput = fastest;
-        Ok((throughput, notes))
+        Ok((fastest, notes))
     }
 
     fn offline(&mut self, base: &TestSettings) -> Result<Calibrated, CalibrationError<R::Error>> {

@@ -1003,16 +1003,25 @@ impl Finished {
     fn paths(&self) -> LogPaths {
         match self {
             Finished::Builtin(outcome) => outcome.paths.clone(),
-            Finished::Official { dir, .. } => LogPaths {
-                summary: dir.join("mlperf_log_summary.txt"),
-                detail: dir.join("mlperf_log_detail.txt"),
-                accuracy: dir.join("mlperf_log_accuracy.json"),
-                // The official LoadGen creates the file, empty, even when tracing is off.
-                trace: Some(dir.join("mlperf_log_trace.json"))
-                    .filter(|p| p.metadata().is_ok_and(|m| m.len() > 0)),
-                breakdown: None,
-                timeline: None,
-            },
+            Finished::Official { dir, .. } => {
+                // The official LoadGen's default log settings, the names both LoadGens use.
+                let log = LogSettings {
+                    outdir: dir.clone(),
+                    enable_trace: true,
+                    ..LogSettings::default()
+                };
+                let paths = runner::log_paths(&log, "");
+                LogPaths {
+                    // It creates the trace file, empty, even when tracing is off.
+                    trace: paths
+                        .trace
+                        .filter(|p| p.metadata().is_ok_and(|m| m.len() > 0)),
+                    // This client's own files, which the official LoadGen does not write.
+                    breakdown: None,
+                    timeline: None,
+                    ..paths
+                }
+            }
         }
     }
 

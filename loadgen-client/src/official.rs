@@ -58,11 +58,26 @@ pub enum OfficialError {
     Failed(String),
 }
 
+/// `struct LgoSample` (shim.cc): mlperf::QuerySample's layout.
+#[repr(C)]
+struct RawSample {
+    id: u64,
+    index: u64,
+}
+
+/// `struct LgoResponse` (shim.cc).
+#[repr(C)]
+struct RawResponse {
+    id: u64,
+    data: *const u8,
+    size: u64,
+}
+
 /// `struct LgoCallbacks` (shim.cc).
 #[repr(C)]
 struct Callbacks {
     context: usize,
-    issue_query: extern "C" fn(usize, *const u64, *const u64, usize),
+    issue_query: extern "C" fn(usize, *const RawSample, usize),
     flush_queries: extern "C" fn(usize),
     load_samples: extern "C" fn(usize, *const u64, usize),
     unload_samples: extern "C" fn(usize, *const u64, usize),
@@ -98,7 +113,7 @@ struct RawTest {
 type VersionFn = unsafe extern "C" fn() -> *const c_char;
 type StartTestFn =
     unsafe extern "C" fn(*const RawTest, *const Callbacks, *mut c_char, usize) -> i32;
-type CompleteFn = unsafe extern "C" fn(*const u64, *const *const u8, *const u64, usize);
+type CompleteFn = unsafe extern "C" fn(*const RawResponse, usize);
 
 /// One test for the official LoadGen.
 #[derive(Debug, Clone)]
@@ -127,7 +142,6 @@ pub struct OfficialRun {
 /// The loaded library.
 pub struct OfficialLoadgen {
     path: PathBuf,
-    version: String,
     start_test: StartTestFn,
     complete: CompleteFn,
     // Keeps the functions above mapped.
@@ -212,7 +226,6 @@ impl OfficialLoadgen {
         }
         Ok(Self {
             path: path.to_path_buf(),
-            version,
             start_test,
             complete,
             _library: library,
@@ -226,7 +239,8 @@ impl OfficialLoadgen {
 
     /// The LoadGen release (`6.0.17`).
     pub fn version(&self) -> &str {
-        &self.version
+        // `load` refuses any other.
+        EXPECTED_VERSION
     }
 
     /// Runs one test (official `StartTest`) against `sut` and `qsl`; returns when every issued
@@ -374,12 +388,17 @@ impl CompletionHandler for Completer {
                 *self.first_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.clone());
             }
         }
-        let ids: Vec<u64> = responses.iter().map(|r| r.id).collect();
-        let data: Vec<*const u8> = responses.iter().map(|r| r.data.as_ptr()).collect();
-        let sizes: Vec<u64> = responses.iter().map(|r| r.data.len() as u64).collect();
+        let raw: Vec<RawResponse> = responses
+            .iter()
+            .map(|r| RawResponse {
+                id: r.id,
+                data: r.data.as_ptr(),
+                size: r.data.len() as u64,
+            })
+            .collect();
         // SAFETY: the ids are the LoadGen's own, each completed once; the data is copied before
         // the call returns.
-        unsafe { (self.complete)(ids.as_ptr(), data.as_ptr(), sizes.as_ptr(), ids.len()) };
+        unsafe { (self.complete)(raw.as_ptr(), raw.len()) };
     }
 }
 
@@ -387,7 +406,7 @@ impl CompletionHandler for Completer {
 ///
 /// # Safety
 /// `pointer` must point to `count` values that live for the callback.
-unsafe fn values<'a>(pointer: *const u64, count: usize) -> &'a [u64] {
+unsafe fn values<'a, T>(pointer: *const T, count: usize) -> &'a [T] {
     if count == 0 {
         &[]
     } else {
@@ -403,21 +422,14 @@ unsafe fn bridge<'a>(context: usize) -> &'a Bridge {
     &*(context as *const Bridge)
 }
 
-extern "C" fn issue_query_trampoline(
-    context: usize,
-    ids: *const u64,
-    indices: *const u64,
-    count: usize,
-) {
-    // SAFETY: the shim passes the context it was given and arrays of `count` values.
-    let (bridge, ids, indices) =
-        unsafe { (bridge(context), values(ids, count), values(indices, count)) };
-    let samples: Vec<QuerySample> = ids
+extern "C" fn issue_query_trampoline(context: usize, samples: *const RawSample, count: usize) {
+    // SAFETY: the shim passes the context it was given and the query's `count` samples.
+    let (bridge, samples) = unsafe { (bridge(context), values(samples, count)) };
+    let samples: Vec<QuerySample> = samples
         .iter()
-        .zip(indices)
-        .map(|(&id, &index)| QuerySample {
-            id,
-            index: index as usize,
+        .map(|s| QuerySample {
+            id: s.id,
+            index: s.index as usize,
         })
         .collect();
     if bridge.stop.load(Ordering::SeqCst) {

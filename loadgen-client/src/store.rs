@@ -64,7 +64,6 @@ pub struct StoredRun {
     pub scenario: String,
     pub mode: String,
     pub model: String,
-    pub backend: String,
     pub device: String,
     pub validity: Option<String>,
     pub throughput: Option<f64>,
@@ -182,7 +181,7 @@ impl ResultsStore {
     /// The runs `filter` selects, oldest first.
     pub fn list(&self, filter: &RunFilter) -> Result<Vec<StoredRun>, StoreError> {
         let mut sql = String::from(
-            "SELECT id, test_datetime, dir, scenario, mode, model, backend, device, validity, \
+            "SELECT id, test_datetime, dir, scenario, mode, model, device, validity, \
              throughput, latency_ns, accuracy FROM runs WHERE 1 = 1",
         );
         let mut args: Vec<String> = Vec::new();
@@ -213,12 +212,11 @@ impl ResultsStore {
                     scenario: row.get(3)?,
                     mode: row.get(4)?,
                     model: row.get(5)?,
-                    backend: row.get(6)?,
-                    device: row.get(7)?,
-                    validity: row.get(8)?,
-                    throughput: row.get(9)?,
-                    latency_ns: row.get(10)?,
-                    accuracy: row.get(11)?,
+                    device: row.get(6)?,
+                    validity: row.get(7)?,
+                    throughput: row.get(8)?,
+                    latency_ns: row.get(9)?,
+                    accuracy: row.get(10)?,
                 })
             })
             .map_err(self.sqlite())?;

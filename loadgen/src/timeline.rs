@@ -83,8 +83,8 @@ impl Timeline {
             intervals.push(Interval {
                 start_s: index as f64 * interval_s,
                 completed: n as u64,
-                p50_ns: quantile(&latencies, 0.5),
-                p99_ns: quantile(&latencies, 0.99),
+                p50_ns: percentile(&latencies, 0.5),
+                p99_ns: percentile(&latencies, 0.99),
                 max_ns: latencies.last().copied().unwrap_or(0),
             });
             rest = &rest[n..];
@@ -100,14 +100,6 @@ impl Timeline {
             batch_sizes: batch_sizes(timed),
             breakdown: breakdown_means(timed),
         }
-    }
-}
-
-fn quantile(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        0
-    } else {
-        percentile(sorted, p)
     }
 }
 

@@ -135,12 +135,12 @@ fn axes<'a, 'b>(
     Ok(chart)
 }
 
-/// A line chart of `series`; `from_zero` starts the y axis at 0.
+/// A line chart of `series`, its y axis from 0.
 pub fn lines(
     title: &str,
     descriptions: (&str, &str),
     series: &[Series],
-    (scale, from_zero): (XScale, bool),
+    scale: XScale,
 ) -> Result<String, ReportError> {
     let x = span(
         series
@@ -150,7 +150,7 @@ pub fn lines(
     );
     let y = span(
         series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
-        from_zero,
+        true,
     );
     svg(|root| {
         let mut chart = axes(root, title, (x, scale), y, descriptions)?;
@@ -300,13 +300,7 @@ mod tests {
             color: PALETTE[0],
             points: vec![(0.0, 1.0), (1.0, 3.0)],
         }];
-        let svg = lines(
-            "Latency over time",
-            ("s", "ms"),
-            &series,
-            (XScale::Linear, true),
-        )
-        .unwrap();
+        let svg = lines("Latency over time", ("s", "ms"), &series, XScale::Linear).unwrap();
         assert!(
             svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
             "{svg}"

@@ -305,7 +305,7 @@ fn timeline_charts(t: &loadgen::timeline::Timeline) -> Result<String, ReportErro
         "Latency over time",
         ("seconds into the run", "ms"),
         &latency,
-        (XScale::Linear, true),
+        XScale::Linear,
     )?;
     let throughput = [Series {
         name: "completed".into(),
@@ -320,7 +320,7 @@ fn timeline_charts(t: &loadgen::timeline::Timeline) -> Result<String, ReportErro
         "Throughput over time",
         ("seconds into the run", "samples/s"),
         &throughput,
-        (XScale::Linear, true),
+        XScale::Linear,
     )?;
     let cdf = [Series {
         name: "CDF".into(),
@@ -335,7 +335,7 @@ fn timeline_charts(t: &loadgen::timeline::Timeline) -> Result<String, ReportErro
         "Latency CDF",
         ("latency (ms, log scale)", "% of samples at or below"),
         &cdf,
-        (XScale::Log, true),
+        XScale::Log,
     )?;
     let buckets: Vec<(f64, f64, f64)> = t
         .histogram

@@ -208,8 +208,8 @@ pub trait Backend: Send {
 
     /// The runtime's own figures for the last run (DNA: simulated cycles, clock), sent as
     /// response parameters `runtime_<name>` and exported to Prometheus. The default is none.
-    fn runtime_metrics(&self) -> Vec<(String, f64)> {
-        Vec::new()
+    fn runtime_metrics(&self) -> &[(String, f64)] {
+        &[]
     }
 }
 

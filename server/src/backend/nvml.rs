@@ -59,23 +59,21 @@ pub fn inventory(env: &ProbeEnv) -> Result<GpuInventory, String> {
         .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
     let hint = "it is not NVIDIA's management library";
     // SAFETY: the signatures are those of nvml.h.
-    let f = (|| -> Result<Functions, String> {
-        Ok(unsafe {
-            bind_functions!(
-                library,
-                Functions,
-                hint,
-                init = "nvmlInit_v2",
-                shutdown = "nvmlShutdown",
-                error_string = "nvmlErrorString",
-                driver_version = "nvmlSystemGetDriverVersion",
-                device_count = "nvmlDeviceGetCount_v2",
-                device_by_index = "nvmlDeviceGetHandleByIndex_v2",
-                device_name = "nvmlDeviceGetName",
-                device_memory = "nvmlDeviceGetMemoryInfo",
-            )
-        })
-    })()?;
+    let f = unsafe {
+        bind_functions!(
+            library,
+            Functions,
+            hint,
+            init = "nvmlInit_v2",
+            shutdown = "nvmlShutdown",
+            error_string = "nvmlErrorString",
+            driver_version = "nvmlSystemGetDriverVersion",
+            device_count = "nvmlDeviceGetCount_v2",
+            device_by_index = "nvmlDeviceGetHandleByIndex_v2",
+            device_name = "nvmlDeviceGetName",
+            device_memory = "nvmlDeviceGetMemoryInfo",
+        )
+    };
     let check = |status: c_int, what: &str| -> Result<(), String> {
         if status == 0 {
             return Ok(());

@@ -40,15 +40,16 @@ pub(super) fn run(shared: Arc<Shared>, index: usize, mut backend: Box<dyn Backen
     loop {
         match next_batch(&shared, index, &rules, &flush_rules) {
             Next::Batch(entries) => {
-                if let Err(failure) = run_batch(&shared, backend.as_mut(), &batch_sizes, entries) {
-                    out_of_service(&shared, index, backend.as_mut(), failure);
-                }
+                let ran = run_batch(&shared, backend.as_mut(), &batch_sizes, entries);
                 let on = RanOn {
                     model: &shared.model,
                     backend: shared.backend,
                     device: backend.device(),
                 };
-                metrics::set_runtime_metrics(on, index, &backend.runtime_metrics());
+                metrics::set_runtime_metrics(on, index, backend.runtime_metrics());
+                if let Err(failure) = ran {
+                    out_of_service(&shared, index, backend.as_mut(), failure);
+                }
             }
             Next::CheckHealth => {
                 if let Err(failure) = check_health(backend.as_mut()) {
@@ -355,7 +356,7 @@ fn run_batch(
             }
         };
 
-    let runtime_metrics = backend.runtime_metrics();
+    let runtime_metrics = backend.runtime_metrics().to_vec();
     let expected_outputs = shared.signature.outputs.len();
     for ((reply, arrived), result) in replies.into_iter().zip(arrivals).zip(results) {
         let result = result.and_then(|outputs| match outputs.len() {

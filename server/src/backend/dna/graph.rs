@@ -67,16 +67,29 @@ pub fn datatype_of(dtype: &str) -> Option<DataType> {
     })
 }
 
-/// Reads the signature of the deployment in `dir`; `output_names` replace the outputs' names
-/// (the graph keeps none but its nodes'), in order.
+/// The graph (`deploy.json`) and params (`deploy.params`) of the deployment in `dir`.
+pub fn read_files(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let read =
+        |name: &str| std::fs::read(dir.join(name)).map_err(|e| format!("cannot read {name}: {e}"));
+    Ok((read("deploy.json")?, read("deploy.params")?))
+}
+
+/// Reads the signature of the deployment in `dir` (see [`parse`]).
 pub fn read(dir: &Path, output_names: &[String]) -> Result<GraphSignature, String> {
-    let json = std::fs::read(dir.join("deploy.json"))
-        .map_err(|e| format!("cannot read deploy.json: {e}"))?;
-    let graph: Graph = serde_json::from_slice(&json)
+    let (json, params) = read_files(dir)?;
+    parse(&json, &params, output_names)
+}
+
+/// The signature of a deployment's graph and params; `output_names` replace the outputs' names
+/// (the graph keeps none but its nodes'), in order.
+pub fn parse(
+    json: &[u8],
+    params: &[u8],
+    output_names: &[String],
+) -> Result<GraphSignature, String> {
+    let graph: Graph = serde_json::from_slice(json)
         .map_err(|e| format!("deploy.json is not a TVM graph-executor graph: {e}"))?;
-    let params = std::fs::read(dir.join("deploy.params"))
-        .map_err(|e| format!("cannot read deploy.params: {e}"))?;
-    let weights: HashSet<String> = param_names(&params)?.into_iter().collect();
+    let weights: HashSet<String> = param_names(params)?.into_iter().collect();
     let entry = |node: usize, index: usize, name: String| -> Result<GraphTensor, String> {
         let row = graph
             .node_row_ptr

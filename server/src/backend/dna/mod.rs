@@ -46,7 +46,7 @@ use super::runtime::{
 use super::{Backend, BackendError, ModelSignature, TensorSpec};
 use crate::tensor::Tensor;
 use graph::GraphSignature;
-use protocol::{FailureKind, Request, Response, TensorHeader};
+use protocol::{FailureKind, Request, Response};
 use worker::{Died, Worker, WorkerCommand, WorkerLoad};
 
 /// The DNA [`Runtime`].
@@ -116,14 +116,6 @@ impl Board {
             Board::Sakura1 => 1,
             Board::XilinxU50 => 2,
             Board::IntelIa420 => 3,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Board::Sakura1 => "Sakura-1",
-            Board::XilinxU50 => "Xilinx U50",
-            Board::IntelIa420 => "Intel IA420",
         }
     }
 }
@@ -222,9 +214,10 @@ impl Runtime for Dna {
             status,
         };
         let found = |library| LibrarySearch::standard(library, libraries.get(MERA_LIBRARY)).find();
+        let full = found(MERA_FULL);
         let mut out = vec![report(
             "cpu".into(),
-            match found(MERA_FULL) {
+            match &full {
                 Ok(lib) => DeviceStatus::Available {
                     library_version: lib.version.clone().unwrap_or_else(|| "unknown".into()),
                     detail: format!(
@@ -246,10 +239,13 @@ impl Runtime for Dna {
                     reason: "no DNA board found (no /dev/sakura_pcie_*)".into(),
                 },
             ));
+            return out;
         }
+        // The IP runtime when installed, else the full one (searched once for every board).
+        let ip_runtime = found(MERA_RUNTIME).or(full);
         for node in boards {
             let index = node.trim_start_matches("sakura_pcie_").to_string();
-            let status = match found(MERA_RUNTIME).or_else(|_| found(MERA_FULL)) {
+            let status = match &ip_runtime {
                 Ok(lib) => DeviceStatus::Available {
                     library_version: lib.version.clone().unwrap_or_else(|| "unknown".into()),
                     detail: format!("Sakura-1 at /dev/{node}, {}", lib.path.display()),
@@ -305,8 +301,8 @@ impl DnaBackend {
                 return Err(BackendError::DeviceUnavailable {
                     device,
                     reason: format!(
-                        "no {} board {index}: {} does not exist (is the Sakura-1 driver loaded?)",
-                        settings.board.name(),
+                        "no Sakura-1 board {index}: {} does not exist (is the Sakura-1 driver \
+                         loaded?)",
                         sakura_node(index)
                     ),
                 });
@@ -405,33 +401,34 @@ impl DnaBackend {
 
     /// The running worker, or a new one when the back-off allows; the error says why not.
     fn worker(&mut self) -> Result<&mut Worker, BackendError> {
-        if self.worker.is_none() {
-            let now = Instant::now();
-            if now < self.next_start {
-                return Err(self.unavailable(format!(
-                    "{}; a new worker starts in {:.1} s",
-                    self.last_death,
-                    (self.next_start - now).as_secs_f64()
-                )));
-            }
-            match Worker::start(&self.command, &self.load, &self.device) {
-                Ok(worker) => {
-                    tracing::info!(device = %self.device, "DNA worker started again");
-                    self.worker = Some(worker);
+        let worker = match self.worker.take() {
+            Some(worker) => worker,
+            None => {
+                let now = Instant::now();
+                if now < self.next_start {
+                    return Err(self.unavailable(format!(
+                        "{}; a new worker starts in {:.1} s",
+                        self.last_death,
+                        (self.next_start - now).as_secs_f64()
+                    )));
                 }
-                Err(e) => {
-                    let reason = match e {
-                        BackendError::DeviceUnavailable { reason, .. } => reason,
-                        other => other.to_string(),
-                    };
-                    self.schedule_restart(reason);
-                    return Err(self.unavailable(self.last_death.clone()));
+                match Worker::start(&self.command, &self.load, &self.device) {
+                    Ok(worker) => {
+                        tracing::info!(device = %self.device, "DNA worker started again");
+                        worker
+                    }
+                    Err(e) => {
+                        let reason = match e {
+                            BackendError::DeviceUnavailable { reason, .. } => reason,
+                            other => other.to_string(),
+                        };
+                        self.schedule_restart(reason);
+                        return Err(self.unavailable(self.last_death.clone()));
+                    }
                 }
             }
-        }
-        self.worker
-            .as_mut()
-            .ok_or_else(|| BackendError::Internal("no DNA worker".into()))
+        };
+        Ok(self.worker.insert(worker))
     }
 
     /// The worker is gone for `reason`: the next start waits out the back-off.
@@ -508,43 +505,24 @@ impl Backend for DnaBackend {
 
     fn infer(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
         self.check_inputs(&inputs)?;
-        let headers: Vec<TensorHeader> = inputs
-            .iter()
-            .zip(&self.graph.inputs)
-            .map(|(t, spec)| TensorHeader {
-                name: spec.name.clone(),
-                dtype: spec.dtype.clone(),
-                shape: t.shape.clone(),
-            })
-            .collect();
         let blobs: Vec<&[u8]> = inputs.iter().map(|t| t.data.as_slice()).collect();
-        let answer = self
-            .worker()?
-            .call(&Request::Infer { inputs: headers }, &blobs);
+        let answer = self.worker()?.call(&Request::Infer, &blobs);
         match answer {
-            Ok((
-                Response::Outputs {
-                    outputs,
-                    runtime_metrics,
-                },
-                data,
-            )) => {
+            Ok((Response::Outputs { runtime_metrics }, data)) => {
                 self.backoff = FIRST_BACKOFF;
                 self.runtime_metrics = parse_runtime_metrics(&runtime_metrics);
-                Ok(outputs
+                Ok(data
                     .into_iter()
-                    .zip(data)
                     .zip(&self.graph.outputs)
-                    .map(|((header, data), spec)| Tensor {
+                    .map(|(data, spec)| Tensor {
                         name: spec.name.clone(),
                         datatype: spec.datatype,
-                        shape: header.shape,
+                        shape: spec.dims.clone(),
                         data,
                     })
                     .collect())
             }
             Ok((Response::Failed { kind, message }, _)) => Err(match kind {
-                FailureKind::Input => BackendError::InvalidInput(message),
                 FailureKind::Device => self.unavailable(message),
                 _ => BackendError::Internal(message),
             }),
@@ -569,8 +547,8 @@ impl Backend for DnaBackend {
         self.worker().map(|_| ())
     }
 
-    fn runtime_metrics(&self) -> Vec<(String, f64)> {
-        self.runtime_metrics.clone()
+    fn runtime_metrics(&self) -> &[(String, f64)] {
+        &self.runtime_metrics
     }
 }
 

@@ -1,5 +1,6 @@
 //! What the server and a DNA worker process say to each other over the worker's stdin and
-//! stdout: one frame per message, a JSON header and the tensor bytes after it.
+//! stdout: one frame per message, a JSON header and the tensor bytes after it. Both sides read
+//! the deployment's signature from its files, so tensors travel as bytes in graph order.
 //!
 //! A frame is `u32` header length (little endian), the header (JSON), `u32` blob count, then per
 //! blob a `u64` length and its bytes. Tensor data travels as blobs, never inside the JSON.
@@ -13,15 +14,6 @@ const MAX_HEADER: u32 = 1 << 20;
 /// Largest frame payload accepted: 4 GiB of tensors.
 const MAX_BLOB_BYTES: u64 = 4 << 30;
 
-/// A tensor's description; its bytes are the blob at the same position.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TensorHeader {
-    pub name: String,
-    /// TVM's dtype string: `float32`, `uint8`, ...
-    pub dtype: String,
-    pub shape: Vec<i64>,
-}
-
 /// The server's requests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -34,8 +26,8 @@ pub enum Request {
         library: String,
         device_code: i64,
     },
-    /// Runs once on the inputs (blobs in order).
-    Infer { inputs: Vec<TensorHeader> },
+    /// Runs once on the inputs (blobs in the graph's input order).
+    Infer,
 }
 
 /// How a request failed, which decides the server's status.
@@ -48,8 +40,6 @@ pub enum FailureKind {
     Model,
     /// The device cannot be initialised or failed.
     Device,
-    /// The request's inputs are wrong.
-    Input,
     /// Anything else.
     Internal,
 }
@@ -58,15 +48,11 @@ pub enum FailureKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Response {
-    /// The deployment is loaded; `offloaded` says whether it has a DNA part (the device was
-    /// initialised).
-    Loaded {
-        offloaded: bool,
-    },
-    /// The outputs (blobs in order) and the runtime's metrics of the run
+    /// The deployment is loaded.
+    Loaded,
+    /// The outputs (blobs in the graph's output order) and the runtime's metrics of the run
     /// (`get_runtime_metrics`: `key=value,...|` per DNA subgraph; empty without one).
     Outputs {
-        outputs: Vec<TensorHeader>,
         runtime_metrics: String,
     },
     Failed {
@@ -138,12 +124,10 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_corrupt_ones_are_errors() {
-        let request = Request::Infer {
-            inputs: vec![TensorHeader {
-                name: "x".into(),
-                dtype: "float32".into(),
-                shape: vec![2, 4],
-            }],
+        let request = Request::Load {
+            dir: "/models/m/1".into(),
+            library: "libmeratvm.so".into(),
+            device_code: 1,
         };
         let mut buffer = Vec::new();
         write_frame(&mut buffer, &request, &[&[1, 2, 3]]).unwrap();

@@ -9,7 +9,7 @@ use std::os::fd::FromRawFd;
 use std::path::Path;
 
 use super::graph::{self, GraphSignature};
-use super::protocol::{read_frame, write_frame, FailureKind, Request, Response, TensorHeader};
+use super::protocol::{read_frame, write_frame, FailureKind, Request, Response};
 use super::tvm::{Deployment, TvmLibrary};
 
 /// Runs the worker until its stdin closes; returns the process exit status.
@@ -46,10 +46,10 @@ pub fn run() -> u8 {
     }
 }
 
-/// What the worker holds: the library (for the process's life) and one deployment.
+/// What the worker holds: its one deployment (the server starts a worker per deployment, and a
+/// new one after a failed load), with the library it was loaded with kept for the process's life.
 #[derive(Default)]
 struct Worker {
-    library: Option<&'static TvmLibrary>,
     deployment: Option<(Deployment<'static>, GraphSignature)>,
 }
 
@@ -65,82 +65,61 @@ impl Worker {
                 library,
                 device_code,
             } => self.load(Path::new(&dir), Path::new(&library), device_code),
-            Request::Infer { inputs } => self.infer(&inputs, &blobs),
+            Request::Infer => self.infer(&blobs),
         }
     }
 
     fn load(&mut self, dir: &Path, library: &Path, device_code: i64) -> (Response, Vec<Vec<u8>>) {
-        if self.deployment.is_some() {
-            return failed(
-                FailureKind::Internal,
-                "a deployment is already loaded".into(),
-            );
-        }
-        let tvm = match self.library {
-            Some(tvm) => tvm,
-            None => match TvmLibrary::open(library) {
-                // The library stays loaded for the process's life.
-                Ok(tvm) => *self.library.insert(Box::leak(Box::new(tvm))),
-                Err(e) => return failed(FailureKind::Library, e),
-            },
+        let tvm: &'static TvmLibrary = match TvmLibrary::open(library) {
+            Ok(tvm) => Box::leak(Box::new(tvm)),
+            Err(e) => return failed(FailureKind::Library, e),
         };
-        let signature = match graph::read(dir, &[]) {
+        let (json, params) = match graph::read_files(dir) {
+            Ok(files) => files,
+            Err(e) => return failed(FailureKind::Model, e),
+        };
+        let signature = match graph::parse(&json, &params, &[]) {
             Ok(signature) => signature,
             Err(e) => return failed(FailureKind::Model, e),
         };
-        match Deployment::load(tvm, dir, device_code) {
+        match Deployment::load(tvm, dir, &json, &params, device_code) {
             Ok(deployment) => {
-                let offloaded = deployment.offloaded;
                 self.deployment = Some((deployment, signature));
-                (Response::Loaded { offloaded }, Vec::new())
+                (Response::Loaded, Vec::new())
             }
             Err((true, e)) => failed(FailureKind::Device, e),
             Err((false, e)) => failed(FailureKind::Model, e),
         }
     }
 
-    fn infer(&mut self, inputs: &[TensorHeader], blobs: &[Vec<u8>]) -> (Response, Vec<Vec<u8>>) {
+    /// Runs on the inputs in graph order (the server checked their types and shapes).
+    fn infer(&mut self, blobs: &[Vec<u8>]) -> (Response, Vec<Vec<u8>>) {
         let Some((deployment, signature)) = &self.deployment else {
             return failed(FailureKind::Internal, "no deployment is loaded".into());
         };
-        if inputs.len() != blobs.len() {
-            return failed(FailureKind::Internal, "inputs and blobs disagree".into());
+        if blobs.len() != signature.inputs.len() {
+            return failed(
+                FailureKind::Internal,
+                format!(
+                    "{} inputs for a {}-input graph",
+                    blobs.len(),
+                    signature.inputs.len()
+                ),
+            );
         }
-        let mut bound = Vec::new();
-        for spec in &signature.inputs {
-            let Some(i) = inputs.iter().position(|t| t.name == spec.name) else {
-                return failed(FailureKind::Input, format!("no input '{}'", spec.name));
-            };
-            if inputs[i].dtype != spec.dtype || inputs[i].shape != spec.dims {
-                return failed(
-                    FailureKind::Input,
-                    format!(
-                        "input '{}' must be {} {:?}, got {} {:?}",
-                        spec.name, spec.dtype, spec.dims, inputs[i].dtype, inputs[i].shape
-                    ),
-                );
-            }
-            bound.push((spec, blobs[i].as_slice()));
-        }
+        let bound: Vec<_> = signature
+            .inputs
+            .iter()
+            .zip(blobs)
+            .map(|(spec, blob)| (spec, blob.as_slice()))
+            .collect();
         match deployment.infer(&bound, &signature.outputs) {
-            Ok(outputs) => {
-                let headers = signature
-                    .outputs
-                    .iter()
-                    .map(|o| TensorHeader {
-                        name: o.name.clone(),
-                        dtype: o.dtype.clone(),
-                        shape: o.dims.clone(),
-                    })
-                    .collect();
-                (
-                    Response::Outputs {
-                        outputs: headers,
-                        runtime_metrics: deployment.runtime_metrics(),
-                    },
-                    outputs,
-                )
-            }
+            Ok(outputs) => (
+                Response::Outputs {
+                    runtime_metrics: deployment.runtime_metrics(),
+                },
+                outputs,
+            ),
             Err(e) => failed(FailureKind::Internal, e),
         }
     }

@@ -202,25 +202,24 @@ pub struct Deployment<'l> {
     run: Handle,
     get_output: Handle,
     runtime_metrics: Option<Handle>,
-    /// Whether the graph has a DNA part (the module has `mera_runtime_init_device`).
-    pub offloaded: bool,
 }
 
 impl<'l> Deployment<'l> {
-    /// Loads `deploy.so`, `deploy.json` and `deploy.params` from `dir` and initialises the
-    /// device `device_code` when the graph runs anything on the DNA IP. Errors say which step
-    /// failed: `Err((true, _))` is the device's.
-    pub fn load(tvm: &'l TvmLibrary, dir: &Path, device_code: i64) -> Result<Self, (bool, String)> {
+    /// Loads `deploy.so` from `dir` with the deployment's graph (`deploy.json`) and params
+    /// (`deploy.params`), and initialises the device `device_code` when the graph runs anything
+    /// on the DNA IP (the module has `mera_runtime_init_device`). Errors say which step failed:
+    /// `Err((true, _))` is the device's.
+    pub fn load(
+        tvm: &'l TvmLibrary,
+        dir: &Path,
+        json: &[u8],
+        params: &[u8],
+        device_code: i64,
+    ) -> Result<Self, (bool, String)> {
         let model = |e: String| (false, e);
-        let text = |p: &Path| {
-            CString::new(p.to_string_lossy().as_bytes()).map_err(|e| model(e.to_string()))
-        };
-        let json = std::fs::read_to_string(dir.join("deploy.json"))
-            .map_err(|e| model(format!("cannot read deploy.json: {e}")))?;
         let json = CString::new(json).map_err(|e| model(e.to_string()))?;
-        let params = std::fs::read(dir.join("deploy.params"))
-            .map_err(|e| model(format!("cannot read deploy.params: {e}")))?;
-        let library = text(&dir.join("deploy.so"))?;
+        let library = CString::new(dir.join("deploy.so").to_string_lossy().as_bytes())
+            .map_err(|e| model(e.to_string()))?;
         let mut module: Handle = std::ptr::null_mut();
         // SAFETY: the path is NUL-terminated; `module` receives the handle.
         let status =
@@ -234,7 +233,6 @@ impl<'l> Deployment<'l> {
             run: std::ptr::null_mut(),
             get_output: std::ptr::null_mut(),
             runtime_metrics: None,
-            offloaded: false,
         };
         let mut create: Handle = std::ptr::null_mut();
         // SAFETY: a NUL-terminated name; `create` receives the handle (owned by the registry).
@@ -274,7 +272,6 @@ impl<'l> Deployment<'l> {
         deployment.get_output = deployment.function("get_output").map_err(model)?;
         deployment.runtime_metrics = deployment.optional_function("get_runtime_metrics");
         if let Some(init) = deployment.optional_function("mera_runtime_init_device") {
-            deployment.offloaded = true;
             let initialised = tvm.call(
                 init,
                 &[Arg::Int(device_code)],

@@ -17,7 +17,7 @@ use crate::backend::BackendError;
 const STDERR_TAIL: usize = 12;
 
 /// How to start a worker for one deployment.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct WorkerCommand {
     /// The inference-server binary that runs `dna-worker`.
     pub program: PathBuf,
@@ -29,7 +29,7 @@ pub struct WorkerCommand {
 }
 
 /// The deployment a worker loads.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct WorkerLoad {
     pub dir: PathBuf,
     pub library: PathBuf,
@@ -42,12 +42,12 @@ pub struct Worker {
     stdin: BufWriter<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
-    /// Whether the deployment has a DNA part.
-    pub offloaded: bool,
+    /// The thread reading standard error: done once the worker's last line is in the tail.
+    stderr_reader: std::thread::JoinHandle<()>,
 }
 
 /// The worker is gone: what its exit status and last lines say.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Died(pub String);
 
 impl Worker {
@@ -91,7 +91,7 @@ impl Worker {
         };
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let tail = stderr_tail.clone();
-        std::thread::Builder::new()
+        let stderr_reader = std::thread::Builder::new()
             .name("dna-worker-stderr".into())
             .spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -109,7 +109,7 @@ impl Worker {
             stdin: BufWriter::new(stdin),
             stdout: BufReader::new(stdout),
             stderr_tail,
-            offloaded: false,
+            stderr_reader,
         };
         let request = Request::Load {
             dir: load.dir.display().to_string(),
@@ -121,13 +121,10 @@ impl Worker {
             reason: format!("the DNA worker died while loading the deployment: {reason}"),
         };
         match worker.call(&request, &[]).map_err(died)? {
-            (Response::Loaded { offloaded }, _) => {
-                worker.offloaded = offloaded;
-                Ok(worker)
-            }
+            (Response::Loaded, _) => Ok(worker),
             (Response::Failed { kind, message }, _) => Err(match kind {
                 FailureKind::Library => BackendError::LibraryUnavailable(message),
-                FailureKind::Model | FailureKind::Input => BackendError::InvalidModel {
+                FailureKind::Model => BackendError::InvalidModel {
                     path: load.dir.display().to_string(),
                     reason: message,
                 },
@@ -181,8 +178,12 @@ impl Worker {
                 }
             }
         };
-        // The stderr thread may still be reading the last lines.
-        std::thread::sleep(Duration::from_millis(50));
+        // The stderr thread reads to the end of the dead worker's output; wait for it a little
+        // (anything the worker started could still hold the pipe open).
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while !self.stderr_reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let tail = self.stderr_tail.lock().unwrap_or_else(|e| e.into_inner());
         // glog's CHECK failure prints the reason, then a banner and the stack.
         let last = tail.iter().rev().map(|l| l.trim()).find(|l| {

@@ -18,31 +18,24 @@ pub fn probe(env: &ProbeEnv, ort: OrtProbe<'_>) -> Vec<DeviceReport> {
         status,
     };
     let mut out = vec![report("cpu".into(), ort_cpu_status(&ort))];
-    let (gpus, nvidia) = match nvml::inventory(env) {
-        Ok(inventory) if !inventory.gpus.is_empty() => {
-            let driver = inventory.driver.clone();
-            let gpus: Vec<(u32, Result<String, String>)> = inventory
-                .gpus
-                .iter()
-                .map(|gpu| (gpu.index, Ok(describe(gpu, &driver))))
-                .collect();
-            (gpus, None)
-        }
-        Ok(inventory) => (
-            vec![(
-                0,
-                Err(format!("NVML (driver {}) sees no GPU", inventory.driver)),
-            )],
-            None,
-        ),
-        Err(why) => (vec![(0, nvidia_driver(env))], Some(why)),
+    // Per GPU, what describes it, or why it cannot be used.
+    let gpus: Vec<(u32, Result<String, String>)> = match nvml::inventory(env) {
+        Ok(inventory) if !inventory.gpus.is_empty() => inventory
+            .gpus
+            .iter()
+            .map(|gpu| (gpu.index, Ok(describe(gpu, &inventory.driver))))
+            .collect(),
+        Ok(inventory) => vec![(
+            0,
+            Err(format!("NVML (driver {}) sees no GPU", inventory.driver)),
+        )],
+        // No NVML: the device node or libcuda is the only evidence; say NVML is missing.
+        Err(why) => vec![(
+            0,
+            nvidia_driver(env).map(|evidence| format!("{evidence}; {why}")),
+        )],
     };
     for (index, gpu) in gpus {
-        let gpu = match (&gpu, &nvidia) {
-            // No NVML: the device node or libcuda is the only evidence; say NVML is missing.
-            (Ok(evidence), Some(why)) => Ok(format!("{evidence}; {why}")),
-            _ => gpu,
-        };
         for (kind, provider, extra) in [
             ("cuda", "CUDAExecutionProvider", None),
             (
